@@ -1,0 +1,79 @@
+//! Errors a plugin sees.
+
+use std::borrow::Cow;
+
+/// The result of a PDK call or a phase handler.
+pub type PdkResult<T> = Result<T, PdkError>;
+
+/// Why a PDK call or a phase handler failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PdkError {
+    /// Kong answered a call that must return a value with nothing. Kong does this when the
+    /// function failed on its side (it logs the error in its error.log), when the function
+    /// does not exist in this Kong version, or when it is not available in this phase.
+    #[error("{method} returned no value (it failed on Kong's side or is unavailable here; see Kong's error.log)")]
+    NoValue {
+        /// The PDK function called.
+        method: Cow<'static, str>,
+    },
+    /// Kong's answer did not have the type the Rust method expects.
+    #[error("{method} returned an unexpected value: {reason}")]
+    Decode {
+        /// The PDK function called.
+        method: Cow<'static, str>,
+        /// What did not match.
+        reason: String,
+    },
+    /// The arguments could not be encoded as MessagePack.
+    #[error("{method}: cannot encode the arguments: {reason}")]
+    Encode {
+        /// The PDK function called.
+        method: Cow<'static, str>,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Two PDK calls were awaited at the same time (for example with `join!`); Kong serves
+    /// one call per event at a time.
+    #[error("{method} was called while {pending} was still waiting for Kong; await PDK calls one at a time")]
+    ConcurrentCall {
+        /// The rejected call.
+        method: Cow<'static, str>,
+        /// The call still in flight.
+        pending: Cow<'static, str>,
+    },
+    /// A failure reported by plugin code.
+    #[error("{0}")]
+    Plugin(String),
+}
+
+impl PdkError {
+    /// A plugin-defined error with a message, for handlers that want to fail an event.
+    pub fn plugin(message: impl std::fmt::Display) -> PdkError {
+        PdkError::Plugin(message.to_string())
+    }
+}
+
+/// Why a plugin instance could not be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The configuration JSON does not match the plugin's config type.
+    #[error("invalid config at `{path}`: {reason}")]
+    Invalid {
+        /// Path of the offending field, e.g. `limits.minute` (`.` for the whole config).
+        path: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The plugin's constructor refused the configuration.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+impl ConfigError {
+    /// A constructor's refusal, with a message for the operator.
+    pub fn rejected(message: impl std::fmt::Display) -> ConfigError {
+        ConfigError::Rejected(message.to_string())
+    }
+}

@@ -1,0 +1,175 @@
+//! The hand-over point between a running handler and whoever drives it.
+//!
+//! A PDK call does not talk to Kong itself: it leaves its method and encoded arguments here
+//! and waits. The driver (the daemon through the FFI, or the test kit) takes the call out,
+//! gets Kong's answer and puts it back, then polls the handler again. Buffers are swapped,
+//! not reallocated, so a steady stream of calls costs no allocation.
+
+use std::{borrow::Cow, sync::Mutex, task::Poll};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::error::{PdkError, PdkResult};
+
+/// MessagePack `nil`, decoded when Kong answers with no `Data`.
+const NIL: &[u8] = &[0xc0];
+
+#[derive(Default)]
+pub(crate) struct Exchange {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The call the handler is waiting on, if it was not taken out yet or not answered.
+    pending: Option<Cow<'static, str>>,
+    /// Whether the pending call was taken out by the driver (and so awaits an answer).
+    taken: bool,
+    args: Vec<u8>,
+    reply: Reply,
+    reply_buf: Vec<u8>,
+}
+
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum Reply {
+    #[default]
+    None,
+    Nil,
+    Value,
+}
+
+/// A call handed out to the driver.
+pub(crate) struct TakenCall {
+    pub(crate) method: Cow<'static, str>,
+}
+
+impl Exchange {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave State inconsistent: every method
+        // finishes its few assignments; so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a PDK call; fails if another one is already in flight.
+    pub(crate) fn submit<A: Serialize + ?Sized>(
+        &self,
+        method: Cow<'static, str>,
+        args: &A,
+    ) -> PdkResult<()> {
+        let mut state = self.lock();
+        if let Some(pending) = &state.pending {
+            return Err(PdkError::ConcurrentCall {
+                method,
+                pending: pending.clone(),
+            });
+        }
+        state.args.clear();
+        if let Err(e) = rmp_serde::encode::write(&mut state.args, args) {
+            return Err(PdkError::Encode {
+                method,
+                reason: e.to_string(),
+            });
+        }
+        state.pending = Some(method);
+        state.taken = false;
+        state.reply = Reply::None;
+        Ok(())
+    }
+
+    /// Waits for the answer to the submitted call and decodes it.
+    pub(crate) fn poll_reply<R: DeserializeOwned>(&self) -> Poll<PdkResult<R>> {
+        let mut state = self.lock();
+        let bytes = match state.reply {
+            Reply::None => return Poll::Pending,
+            Reply::Nil => NIL,
+            Reply::Value => &state.reply_buf[..],
+        };
+        let decoded = rmp_serde::from_slice::<R>(bytes);
+        let nil = state.reply == Reply::Nil;
+        let method = state.pending.take().unwrap_or(Cow::Borrowed("PDK call"));
+        state.reply = Reply::None;
+        Poll::Ready(decoded.map_err(|e| {
+            if nil {
+                PdkError::NoValue { method }
+            } else {
+                PdkError::Decode {
+                    method,
+                    reason: e.to_string(),
+                }
+            }
+        }))
+    }
+
+    /// Takes out a newly submitted call, swapping its arguments into `args`.
+    pub(crate) fn take_call(&self, args: &mut Vec<u8>) -> Option<TakenCall> {
+        let mut state = self.lock();
+        if state.taken {
+            return None;
+        }
+        let method = state.pending.clone()?;
+        state.taken = true;
+        std::mem::swap(&mut state.args, args);
+        Some(TakenCall { method })
+    }
+
+    /// Delivers Kong's answer to the call in flight. `None` is a nil answer.
+    pub(crate) fn answer(&self, value: Option<&[u8]>) {
+        let mut state = self.lock();
+        match value {
+            None => state.reply = Reply::Nil,
+            Some(bytes) => {
+                state.reply_buf.clear();
+                state.reply_buf.extend_from_slice(bytes);
+                state.reply = Reply::Value;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_round_trips_and_buffers_are_recycled() {
+        let ex = Exchange::default();
+        ex.submit("kong.request.get_header".into(), &("host",)).unwrap();
+        let mut args = Vec::new();
+        let call = ex.take_call(&mut args).unwrap();
+        assert_eq!(call.method, "kong.request.get_header");
+        assert_eq!(args, [0x91, 0xa4, b'h', b'o', b's', b't']);
+        assert!(ex.take_call(&mut args).is_none(), "a call is taken out once");
+        assert!(ex.poll_reply::<String>().is_pending());
+        ex.answer(Some(&[0xa2, b'o', b'k']));
+        let Poll::Ready(Ok(v)) = ex.poll_reply::<String>() else {
+            panic!("expected a decoded reply")
+        };
+        assert_eq!(v, "ok");
+    }
+
+    #[test]
+    fn nil_answers_are_none_or_a_clear_error() {
+        let ex = Exchange::default();
+        ex.submit("kong.request.get_header".into(), &("x",)).unwrap();
+        ex.take_call(&mut Vec::new()).unwrap();
+        ex.answer(None);
+        assert!(matches!(ex.poll_reply::<Option<String>>(), Poll::Ready(Ok(None))));
+
+        ex.submit("kong.request.get_path".into(), &()).unwrap();
+        ex.take_call(&mut Vec::new()).unwrap();
+        ex.answer(None);
+        let Poll::Ready(Err(err)) = ex.poll_reply::<String>() else {
+            panic!("expected an error")
+        };
+        assert!(matches!(err, PdkError::NoValue { .. }), "{err}");
+        assert!(err.to_string().contains("kong.request.get_path"));
+    }
+
+    #[test]
+    fn concurrent_calls_are_refused() {
+        let ex = Exchange::default();
+        ex.submit("kong.a".into(), &()).unwrap();
+        let err = ex.submit("kong.b".into(), &()).unwrap_err();
+        assert!(matches!(err, PdkError::ConcurrentCall { .. }));
+    }
+}

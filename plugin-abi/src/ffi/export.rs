@@ -1,0 +1,94 @@
+//! Builds the root module of a plugin library from a [`Plugin`] implementation.
+
+use std::{
+    panic::{AssertUnwindSafe, catch_unwind},
+    sync::Arc,
+};
+
+use abi_stable::{
+    prefix_type::PrefixTypeTrait,
+    sabi_trait::TD_Opaque,
+    std_types::{RErr, ROk, RResult, RStr, RString},
+};
+
+use super::{
+    EventBox, EventFfi, EventFfi_TO, EventPoll, FfiWaker, InstanceBox, InstanceFfi,
+    InstanceFfi_TO, Phase, PluginInfoFfi, PluginModule, PluginModuleRef, StepInput,
+};
+use crate::{
+    driver::{EventDriver, Input, Step, panic_message},
+    plugin::{Plugin, construct},
+};
+
+/// The root module of plugin `P`; called by the code `#[kong_rust_pdk::plugin]` generates.
+pub fn module_for<P: Plugin>() -> PluginModuleRef {
+    PluginModule {
+        info: info::<P>,
+        new_instance: new_instance::<P>,
+    }
+    .leak_into_prefix()
+}
+
+fn caught<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> RResult<T, RString> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => ROk(v),
+        Ok(Err(e)) => RErr(e.into()),
+        Err(panic) => RErr(format!("{what} panicked: {}", panic_message(&*panic)).into()),
+    }
+}
+
+extern "C" fn info<P: Plugin>() -> RResult<PluginInfoFfi, RString> {
+    caught("the plugin's config_schema()", || {
+        Ok(PluginInfoFfi {
+            name: P::NAME.into(),
+            version: P::VERSION.into(),
+            priority: P::PRIORITY,
+            phases: Phase::bits(P::PHASES),
+            config_schema: P::config_schema().to_string().into(),
+        })
+    })
+}
+
+extern "C" fn new_instance<P: Plugin>(config_json: RStr<'_>) -> RResult<InstanceBox, RString> {
+    caught("the plugin's constructor", || {
+        let plugin = construct::<P>(config_json.as_str()).map_err(|e| e.to_string())?;
+        Ok(InstanceFfi_TO::from_value(
+            Instance(Arc::new(plugin)),
+            TD_Opaque,
+        ))
+    })
+}
+
+struct Instance<P>(Arc<P>);
+
+impl<P: Plugin> InstanceFfi for Instance<P> {
+    fn start_event(&self, phase_code: u8) -> RResult<EventBox, RString> {
+        match Phase::from_code(phase_code) {
+            Some(phase) if P::PHASES.contains(&phase) => ROk(EventFfi_TO::from_value(
+                EventDriver::start(self.0.clone(), phase),
+                TD_Opaque,
+            )),
+            Some(phase) => RErr(format!("plugin {} does not implement the {phase} phase", P::NAME).into()),
+            None => RErr(format!("unknown phase code {phase_code}").into()),
+        }
+    }
+}
+
+impl EventFfi for EventDriver {
+    fn poll<'a>(&'a mut self, input: StepInput<'_>, waker: &FfiWaker) -> EventPoll<'a> {
+        let input = match input {
+            StepInput::Resume => Input::Resume,
+            StepInput::Nil => Input::Nil,
+            StepInput::Value(bytes) => Input::Value(bytes.as_slice()),
+        };
+        waker.with_std_waker(|waker| match EventDriver::poll(self, input, waker) {
+            Step::Call { method, args } => EventPoll::Call {
+                method: method.into(),
+                args: args.into(),
+            },
+            Step::Done => EventPoll::Done,
+            Step::Failed(reason) => EventPoll::Failed(reason.into()),
+            Step::Pending => EventPoll::Pending,
+        })
+    }
+}

@@ -1,0 +1,118 @@
+//! The trait a plugin implements.
+
+use std::future::Future;
+
+use serde::de::DeserializeOwned;
+
+use crate::{
+    error::{ConfigError, PdkError, PdkResult},
+    ffi::Phase,
+    pdk::Kong,
+};
+
+/// A Kong plugin written in Rust.
+///
+/// Implement the phases you need as `async fn`s and put `#[kong_rust_pdk::plugin]` on the
+/// `impl` block: it records which phases you implemented (Kong is told only about those),
+/// fills in `NAME` and `VERSION` from `Cargo.toml` unless you set them, and exports the
+/// plugin from the library.
+///
+/// ```ignore
+/// use kong_rust_pdk::prelude::*;
+///
+/// #[derive(serde::Deserialize)]
+/// pub struct Config { message: Option<String> }
+///
+/// pub struct Hello { message: String }
+///
+/// #[kong_rust_pdk::plugin]
+/// impl Plugin for Hello {
+///     type Config = Config;
+///     const PRIORITY: i64 = 1000;
+///
+///     fn config_schema() -> serde_json::Value {
+///         serde_json::json!({"type": "record", "fields": [{"message": {"type": "string"}}]})
+///     }
+///
+///     fn new(config: Config) -> Result<Self, ConfigError> {
+///         Ok(Hello { message: config.message.unwrap_or_else(|| "hello".into()) })
+///     }
+///
+///     async fn access(&self, kong: &Kong) -> PdkResult<()> {
+///         kong.response().set_header("x-hello", &self.message).await
+///     }
+/// }
+/// ```
+///
+/// One instance is built per distinct configuration and shared by every request that uses
+/// it, concurrently: keep per-request state in the handler, not in `self`.
+pub trait Plugin: Sized + Send + Sync + 'static {
+    /// The plugin name, as listed in kong.conf's `plugins`. Defaults to the package name.
+    const NAME: &'static str;
+    /// The plugin version (`x.y.z`). Defaults to the package version.
+    const VERSION: &'static str;
+    /// Kong runs the plugins of a phase from the highest priority down.
+    const PRIORITY: i64;
+    /// The phases this plugin implements; filled in by `#[kong_rust_pdk::plugin]`.
+    const PHASES: &'static [Phase];
+
+    /// The plugin's configuration, decoded from the JSON Kong sends.
+    type Config: DeserializeOwned;
+
+    /// The Kong schema of the `config` record: `{"type": "record", "fields": [...]}`.
+    fn config_schema() -> serde_json::Value;
+
+    /// Builds an instance for one configuration.
+    fn new(config: Self::Config) -> Result<Self, ConfigError>;
+
+    /// `certificate` phase: during the TLS handshake (global plugins only).
+    fn certificate(&self, kong: &Kong) -> impl Future<Output = PdkResult<()>> + Send {
+        not_implemented(kong)
+    }
+
+    /// `rewrite` phase: before routing (global plugins only).
+    fn rewrite(&self, kong: &Kong) -> impl Future<Output = PdkResult<()>> + Send {
+        not_implemented(kong)
+    }
+
+    /// `access` phase: after routing, before the request is proxied.
+    fn access(&self, kong: &Kong) -> impl Future<Output = PdkResult<()>> + Send {
+        not_implemented(kong)
+    }
+
+    /// `response` phase: after the whole upstream response was received. Implementing it
+    /// makes Kong buffer every response this plugin applies to.
+    fn response(&self, kong: &Kong) -> impl Future<Output = PdkResult<()>> + Send {
+        not_implemented(kong)
+    }
+
+    /// `preread` phase: stream (TCP/TLS) routes, before proxying.
+    fn preread(&self, kong: &Kong) -> impl Future<Output = PdkResult<()>> + Send {
+        not_implemented(kong)
+    }
+
+    /// `log` phase: after the response was sent, from saved request data.
+    fn log(&self, kong: &Kong) -> impl Future<Output = PdkResult<()>> + Send {
+        not_implemented(kong)
+    }
+}
+
+fn not_implemented(kong: &Kong) -> impl Future<Output = PdkResult<()>> + Send + 'static {
+    let phase = kong.phase();
+    async move {
+        Err(PdkError::plugin(format_args!(
+            "the {phase} phase is not implemented by this plugin"
+        )))
+    }
+}
+
+/// Decodes a configuration and builds an instance, naming the offending field on failure.
+pub fn construct<P: Plugin>(config_json: &str) -> Result<P, ConfigError> {
+    let mut de = serde_json::Deserializer::from_str(config_json);
+    let config: P::Config =
+        serde_path_to_error::deserialize(&mut de).map_err(|e| ConfigError::Invalid {
+            path: e.path().to_string(),
+            reason: e.inner().to_string(),
+        })?;
+    P::new(config)
+}

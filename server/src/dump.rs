@@ -1,0 +1,55 @@
+//! The plugin description Kong reads from the query command, and `plugin.GetPluginInfo`.
+
+use serde::Serialize;
+
+use crate::loader::PluginInfo;
+
+/// The protocol this daemon speaks, as the dump announces it.
+pub const PROTOCOL: &str = "MsgPack:1";
+
+/// `{"Protocol": "MsgPack:1", "Plugins": [...]}`: the object form Kong accepts.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Dump<'a> {
+    /// Always [`PROTOCOL`].
+    pub protocol: &'static str,
+    /// One entry per plugin. Kong 3.9+ reads only the first.
+    pub plugins: Vec<PluginDump<'a>>,
+}
+
+/// One plugin, with Kong's capitalised keys.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PluginDump<'a> {
+    name: &'a str,
+    version: &'a str,
+    priority: i64,
+    phases: Vec<&'static str>,
+    schema: serde_json::Value,
+}
+
+impl<'a> PluginDump<'a> {
+    /// The entry for one plugin; the schema wraps the config record as Kong expects.
+    pub fn of(info: &'a PluginInfo) -> PluginDump<'a> {
+        PluginDump {
+            name: &info.name,
+            version: &info.version,
+            priority: info.priority,
+            phases: info.phases.iter().map(|p| p.name()).collect(),
+            schema: serde_json::json!({
+                "name": info.name,
+                "fields": [{"config": info.config_schema}],
+            }),
+        }
+    }
+}
+
+impl<'a> Dump<'a> {
+    /// A dump of `plugins`, in the order given.
+    pub fn of(plugins: impl IntoIterator<Item = &'a PluginInfo>) -> Dump<'a> {
+        Dump {
+            protocol: PROTOCOL,
+            plugins: plugins.into_iter().map(PluginDump::of).collect(),
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The kong-rust-pluginserver daemon as a library: plugin loading, Kong's MsgPack:1 protocol,
+//! and the socket server. The binary (`main.rs`) wires them to the command line.
+
+pub mod connection;
+pub mod dump;
+pub mod ids;
+pub mod loader;
+pub mod methods;
+pub mod protocol;
+pub mod server;
+pub mod state;

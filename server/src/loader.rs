@@ -1,0 +1,268 @@
+//! Finding and loading plugin libraries.
+//!
+//! Every `*.so` of the plugins directory is opened through `abi_stable`, which checks the
+//! library's ABI version and the layout of its root module before anything is called. Each
+//! library is loaded by path (`lib_header_from_path`), never through `RootModule::load_from*`,
+//! which caches a single module per interface type and would serve the first plugin N times.
+//! A file that fails any check is reported with its reason and skipped; the rest still load.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use abi_stable::{
+    library::{LibraryError, lib_header_from_path},
+    std_types::RResult,
+};
+use kong_rust_pdk::{
+    Phase,
+    ffi::{PluginInfoFfi, PluginModuleRef},
+};
+
+/// Why a plugins directory or one plugin file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The directory itself cannot be read.
+    #[error("cannot read plugins directory {dir}: {source}")]
+    Directory {
+        /// The directory.
+        dir: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// `abi_stable` refused the library: not a plugin, or built against another ABI.
+    #[error("{path}: not a loadable kong-rust-pdk plugin: {reason}")]
+    Library {
+        /// The file.
+        path: PathBuf,
+        /// abi_stable's explanation, first line.
+        reason: String,
+    },
+    /// The plugin loaded but describes itself in a way Kong would refuse.
+    #[error("{path}: invalid plugin description: {reason}")]
+    InvalidInfo {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Two files declare the same plugin name.
+    #[error("{path}: plugin name `{name}` is already provided by {first}")]
+    Duplicate {
+        /// The plugin name.
+        name: String,
+        /// The file skipped.
+        path: PathBuf,
+        /// The file that keeps the name.
+        first: PathBuf,
+    },
+}
+
+/// A plugin library that passed every check.
+pub struct LoadedPlugin {
+    /// What Kong learns about the plugin from the dump.
+    pub info: PluginInfo,
+    /// The library file.
+    pub path: PathBuf,
+    /// The file's modification time, as loaded.
+    pub modified: SystemTime,
+    /// When it was loaded.
+    pub loaded: SystemTime,
+    /// The root module: constructor and static description.
+    pub module: PluginModuleRef,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("info", &self.info)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A plugin's description, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginInfo {
+    /// The plugin name.
+    pub name: String,
+    /// `x.y.z`.
+    pub version: String,
+    /// Kong handler priority.
+    pub priority: i64,
+    /// Implemented phases, in Kong's order.
+    pub phases: Vec<Phase>,
+    /// The Kong schema of the `config` record.
+    pub config_schema: serde_json::Value,
+}
+
+/// The result of scanning a plugins directory.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Plugins by name.
+    pub plugins: HashMap<String, LoadedPlugin>,
+    /// Files that were skipped, with the reason.
+    pub failures: Vec<LoadError>,
+}
+
+/// Loads every `*.so` in `dir`, in file name order (so the first of two files claiming one
+/// name is predictable).
+pub fn scan(dir: &Path) -> Result<Scan, LoadError> {
+    let dir_error = |source| LoadError::Directory {
+        dir: dir.to_owned(),
+        source,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(dir_error)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "so") && path.is_file())
+        .collect();
+    files.sort();
+
+    let mut scan = Scan::default();
+    for path in files {
+        match load(&path) {
+            Ok(plugin) => {
+                if let Some(first) = scan.plugins.get(&plugin.info.name) {
+                    scan.failures.push(LoadError::Duplicate {
+                        name: plugin.info.name.clone(),
+                        path,
+                        first: first.path.clone(),
+                    });
+                } else {
+                    scan.plugins.insert(plugin.info.name.clone(), plugin);
+                }
+            }
+            Err(err) => scan.failures.push(err),
+        }
+    }
+    Ok(scan)
+}
+
+/// Loads one plugin library.
+pub fn load(path: &Path) -> Result<LoadedPlugin, LoadError> {
+    let library_error = |err: LibraryError| LoadError::Library {
+        path: path.to_owned(),
+        reason: summarize(&err),
+    };
+    let module = lib_header_from_path(path)
+        .and_then(|header| header.init_root_module::<PluginModuleRef>())
+        .map_err(library_error)?;
+    let info = match (module.info())() {
+        RResult::ROk(info) => validate(info),
+        RResult::RErr(err) => Err(err.into_string()),
+    }
+    .map_err(|reason| LoadError::InvalidInfo {
+        path: path.to_owned(),
+        reason,
+    })?;
+    let modified = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    Ok(LoadedPlugin {
+        info,
+        path: path.to_owned(),
+        modified,
+        loaded: SystemTime::now(),
+        module,
+    })
+}
+
+/// abi_stable's errors span lines, and layout mismatches run to hundreds of them; one log
+/// line of bounded length keeps what matters (what failed and why).
+fn summarize(err: &LibraryError) -> String {
+    const MAX: usize = 600;
+    let text = err.to_string();
+    let mut summary = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if summary.len() > MAX {
+        let mut cut = MAX;
+        while !summary.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        summary.truncate(cut);
+        summary.push_str(" …");
+    }
+    summary
+}
+
+/// Checks what Kong checks when it loads the dump, so a bad plugin is refused here with a
+/// clear message instead of making Kong fail to start.
+fn validate(info: PluginInfoFfi) -> Result<PluginInfo, String> {
+    let name = info.name.into_string();
+    if !is_valid_name(&name) {
+        return Err(format!(
+            "plugin name {name:?} must be 1-64 characters of a-z, 0-9, '-' and '_', starting with a letter or digit"
+        ));
+    }
+    let version = info.version.into_string();
+    let parts: Vec<&str> = version.split('.').collect();
+    if parts.len() > 3 || parts.iter().any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(format!(
+            "plugin {name}: version {version:?} must be numeric x.y.z (Kong refuses other forms)"
+        ));
+    }
+    let config_schema: serde_json::Value = serde_json::from_str(info.config_schema.as_str())
+        .map_err(|e| format!("plugin {name}: config schema is not JSON: {e}"))?;
+    if config_schema.get("type").and_then(|t| t.as_str()) != Some("record")
+        || !config_schema.get("fields").is_some_and(|f| f.is_array())
+    {
+        return Err(format!(
+            "plugin {name}: config schema must be a record: {{\"type\": \"record\", \"fields\": [...]}}"
+        ));
+    }
+    Ok(PluginInfo {
+        name,
+        version,
+        priority: info.priority,
+        phases: Phase::from_bits(info.phases).collect(),
+        config_schema,
+    })
+}
+
+/// Plugin names become file names (`<prefix>/<name>.socket`) and kong.conf keys.
+pub fn is_valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=64).contains(&bytes.len())
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_could_escape_the_prefix_are_refused() {
+        assert!(is_valid_name("rust-hello"));
+        assert!(is_valid_name("rate_limit2"));
+        for bad in ["", "../etc", "a/b", ".hidden", "-x", "UPPER", "a b", &"x".repeat(65)] {
+            assert!(!is_valid_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_missing_directory_is_a_clear_error() {
+        let err = scan(Path::new("/nonexistent/plugins")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/plugins"), "{err}");
+    }
+
+    #[test]
+    fn files_that_are_not_plugins_are_skipped_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("garbage.so"), b"not an ELF file").unwrap();
+        std::fs::write(dir.path().join("readme.txt"), b"ignored").unwrap();
+        let scan = scan(dir.path()).unwrap();
+        assert!(scan.plugins.is_empty());
+        assert_eq!(scan.failures.len(), 1);
+        assert!(scan.failures[0].to_string().contains("garbage.so"));
+    }
+}

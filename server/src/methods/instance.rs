@@ -1,0 +1,137 @@
+//! `plugin.StartInstance`, `plugin.CloseInstance`, `plugin.InstanceStatus`.
+
+use std::sync::{Arc, atomic::Ordering};
+
+use abi_stable::std_types::{RResult, RStr};
+use serde::Serialize;
+
+use super::{MethodError, decode_error, id_argument};
+use crate::{
+    protocol::{encode, for_each_entry},
+    state::{Daemon, Instance, unix_now},
+};
+
+const START: &str = "plugin.StartInstance";
+
+/// The InstanceStatus map Kong receives (it only reads `Id`).
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Status<'a> {
+    id: u64,
+    name: &'a str,
+    config: &'a serde_json::Value,
+    start_time: u64,
+}
+
+fn write_status(out: &mut Vec<u8>, msgid: u64, instance: &Instance) {
+    encode::ok_header(out, msgid);
+    encode::value(out, &status_of(instance));
+}
+
+fn status_of(instance: &Instance) -> impl Serialize + '_ {
+    Status {
+        id: instance.id,
+        name: &instance.plugin.plugin.info.name,
+        config: &instance.config,
+        start_time: instance.start_time,
+    }
+}
+
+/// `[{"Name": plugin, "Config": "<json>"}]` → a new instance.
+pub fn start(daemon: &Daemon, msgid: u64, arg: &[u8], out: &mut Vec<u8>) -> Result<(), MethodError> {
+    let (mut name, mut config) = (None, None);
+    for_each_entry(arg, |key, r| {
+        match key {
+            b"Name" => name = Some(r.bytes()?),
+            b"Config" => config = Some(r.bytes()?),
+            _ => {}
+        }
+        Ok(())
+    })
+    .map_err(decode_error(START))?;
+    let name = name.ok_or_else(|| MethodError::bad_argument(START, "missing Name"))?;
+    let name = String::from_utf8_lossy(name);
+    let plugin = daemon
+        .plugins
+        .get(name.as_ref())
+        .ok_or_else(|| MethodError::UnknownPlugin {
+            name: name.to_string(),
+            served: served(daemon),
+        })?;
+    let config_text = std::str::from_utf8(config.unwrap_or(b"{}"))
+        .map_err(|_| MethodError::bad_argument(START, "Config is not UTF-8 JSON text"))?;
+    let config: serde_json::Value = serde_json::from_str(config_text)
+        .map_err(|e| MethodError::bad_argument(START, format!("Config is not JSON: {e}")))?;
+
+    let handle = match (plugin.plugin.module.new_instance())(RStr::from(config_text)) {
+        RResult::ROk(handle) => handle,
+        RResult::RErr(reason) => {
+            return Err(MethodError::Config {
+                plugin: name.into_owned(),
+                reason: reason.into_string(),
+            });
+        }
+    };
+    let now = unix_now();
+    let instance = Arc::new(Instance {
+        id: daemon.ids.next(),
+        plugin: plugin.clone(),
+        config,
+        start_time: now,
+        handle,
+    });
+    plugin.last_start_instance.store(now, Ordering::Relaxed);
+    daemon.instances.insert(instance.id, instance.clone());
+    tracing::debug!(plugin = %name, instance = instance.id, "started instance");
+    write_status(out, msgid, &instance);
+    Ok(())
+}
+
+/// `[id]` → the instance is released; its running events finish on their own.
+pub fn close(daemon: &Daemon, msgid: u64, arg: &[u8], out: &mut Vec<u8>) -> Result<(), MethodError> {
+    let id = id_argument("plugin.CloseInstance", arg)?;
+    let (_, instance) = daemon
+        .instances
+        .remove(&id)
+        .ok_or(MethodError::NoInstance(id))?;
+    instance
+        .plugin
+        .last_close_instance
+        .store(unix_now(), Ordering::Relaxed);
+    tracing::debug!(plugin = %instance.plugin.plugin.info.name, instance = id, "closed instance");
+    write_status(out, msgid, &instance);
+    Ok(())
+}
+
+/// `[id]` → the instance's status.
+pub fn status(daemon: &Daemon, msgid: u64, arg: &[u8], out: &mut Vec<u8>) -> Result<(), MethodError> {
+    let id = id_argument("plugin.InstanceStatus", arg)?;
+    let instance = daemon
+        .instances
+        .get(&id)
+        .map(|entry| entry.value().clone())
+        .ok_or(MethodError::NoInstance(id))?;
+    write_status(out, msgid, &instance);
+    Ok(())
+}
+
+/// The InstanceStatus maps of every instance of `plugin`, for GetStatus.
+pub fn statuses_of(daemon: &Daemon, plugin: &str) -> Vec<serde_json::Value> {
+    daemon
+        .instances
+        .iter()
+        .filter(|entry| entry.plugin.plugin.info.name == plugin)
+        .map(|entry| serde_json::to_value(status_of(entry.value())).unwrap_or_default())
+        .collect()
+}
+
+/// The served plugin names, sorted, for error messages.
+pub fn served(daemon: &Daemon) -> String {
+    let mut names: Vec<&str> = daemon.plugins.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    if names.is_empty() {
+        "(no plugins)".into()
+    } else {
+        names.join(", ")
+    }
+}

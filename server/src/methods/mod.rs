@@ -1,0 +1,122 @@
+//! The RPC methods Kong calls, one module per family, and the dispatcher.
+//!
+//! Every request gets exactly one response: a method either writes a complete successful
+//! response or returns a [`MethodError`], which the dispatcher turns into an error response.
+
+mod event;
+mod info;
+mod instance;
+
+use kong_rust_pdk::Phase;
+
+use crate::{
+    protocol::{Request, decode::DecodeError, encode},
+    state::Daemon,
+};
+
+/// Why a request failed; the text is what Kong logs.
+#[derive(Debug, thiserror::Error)]
+pub enum MethodError {
+    /// Kong reacts to exactly this wording ("no plugin instance") by starting the instance
+    /// again and retrying, so it is used only for ids that really are unknown.
+    #[error("no plugin instance {0}")]
+    NoInstance(u64),
+    /// A Step for an event that finished, failed, was abandoned or never existed. Must not
+    /// contain "no plugin instance", or Kong would restart the instance and retry forever.
+    #[error("no running event {0} (it finished, failed or was never started)")]
+    NoEvent(u64),
+    /// StartInstance or GetPluginInfo for a plugin this daemon does not serve.
+    #[error("unknown plugin {name:?}; this daemon serves: {served}")]
+    UnknownPlugin {
+        /// The name asked for.
+        name: String,
+        /// The names it serves.
+        served: String,
+    },
+    /// A method outside the protocol.
+    #[error("unknown method {0:?}")]
+    UnknownMethod(String),
+    /// The argument does not have the shape the method needs.
+    #[error("{method}: bad argument: {reason}")]
+    BadArgument {
+        /// The method.
+        method: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The plugin refused its configuration.
+    #[error("plugin {plugin}: {reason}")]
+    Config {
+        /// The plugin.
+        plugin: String,
+        /// The plugin's reason, naming the field.
+        reason: String,
+    },
+    /// HandleEvent for a phase the plugin does not implement (or not a phase at all).
+    #[error("plugin {plugin} has no handler for event {event:?}")]
+    NoHandler {
+        /// The plugin.
+        plugin: String,
+        /// The event name Kong sent.
+        event: String,
+    },
+    /// The plugin's handler returned an error or panicked.
+    #[error("plugin {plugin} {phase} handler failed: {reason}")]
+    HandlerFailed {
+        /// The plugin.
+        plugin: String,
+        /// The phase.
+        phase: Phase,
+        /// The handler's error.
+        reason: String,
+    },
+}
+
+impl MethodError {
+    fn bad_argument(method: &'static str, reason: impl std::fmt::Display) -> MethodError {
+        MethodError::BadArgument {
+            method,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Runs one request and writes its response into `out`.
+pub async fn dispatch(daemon: &Daemon, request: &Request<'_>, out: &mut Vec<u8>) {
+    let start = out.len();
+    let msgid = request.msgid;
+    let arg = request.arg.unwrap_or(&[0xc0]);
+    let result = match request.method {
+        b"plugin.HandleEvent" => event::handle_event(daemon, msgid, arg, out).await,
+        m if m.starts_with(b"plugin.Step") => event::step(daemon, msgid, arg, out).await,
+        b"plugin.StartInstance" => instance::start(daemon, msgid, arg, out),
+        b"plugin.CloseInstance" => instance::close(daemon, msgid, arg, out),
+        b"plugin.InstanceStatus" => instance::status(daemon, msgid, arg, out),
+        b"plugin.GetPluginInfo" => info::plugin_info(daemon, msgid, arg, out),
+        b"plugin.GetStatus" => info::status(daemon, msgid, out),
+        other => Err(MethodError::UnknownMethod(
+            String::from_utf8_lossy(other).into_owned(),
+        )),
+    };
+    if let Err(err) = result {
+        out.truncate(start);
+        match &err {
+            MethodError::HandlerFailed { .. } | MethodError::Config { .. } => {
+                tracing::warn!("{err}")
+            }
+            _ => tracing::debug!("request failed: {err}"),
+        }
+        encode::error(out, msgid, &err.to_string());
+    }
+}
+
+/// Reads an integer id argument (CloseInstance, InstanceStatus).
+fn id_argument(method: &'static str, arg: &[u8]) -> Result<u64, MethodError> {
+    crate::protocol::decode::Reader::new(arg)
+        .u64()
+        .map_err(|e| MethodError::bad_argument(method, format!("expected an instance id: {e}")))
+}
+
+fn decode_error(method: &'static str) -> impl Fn(DecodeError) -> MethodError {
+    move |e| MethodError::bad_argument(method, e)
+}
