@@ -14,13 +14,7 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
-use crate::{
-    error::PdkResult,
-    exchange::Exchange,
-    ffi::Phase,
-    pdk::Kong,
-    plugin::Plugin,
-};
+use crate::{error::PdkResult, exchange::Exchange, ffi::Phase, pdk::Kong, plugin::Plugin};
 
 type HandlerFuture = Pin<Box<dyn Future<Output = PdkResult<()>> + Send>>;
 

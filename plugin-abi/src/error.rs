@@ -12,7 +12,9 @@ pub enum PdkError {
     /// Kong answered a call that must return a value with nothing. Kong does this when the
     /// function failed on its side (it logs the error in its error.log), when the function
     /// does not exist in this Kong version, or when it is not available in this phase.
-    #[error("{method} returned no value (it failed on Kong's side or is unavailable here; see Kong's error.log)")]
+    #[error(
+        "{method} returned no value (it failed on Kong's side or is unavailable here; see Kong's error.log)"
+    )]
     NoValue {
         /// The PDK function called.
         method: Cow<'static, str>,
@@ -35,7 +37,9 @@ pub enum PdkError {
     },
     /// Two PDK calls were awaited at the same time (for example with `join!`); Kong serves
     /// one call per event at a time.
-    #[error("{method} was called while {pending} was still waiting for Kong; await PDK calls one at a time")]
+    #[error(
+        "{method} was called while {pending} was still waiting for Kong; await PDK calls one at a time"
+    )]
     ConcurrentCall {
         /// The rejected call.
         method: Cow<'static, str>,

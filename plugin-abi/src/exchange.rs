@@ -133,12 +133,16 @@ mod tests {
     #[test]
     fn a_call_round_trips_and_buffers_are_recycled() {
         let ex = Exchange::default();
-        ex.submit("kong.request.get_header".into(), &("host",)).unwrap();
+        ex.submit("kong.request.get_header".into(), &("host",))
+            .unwrap();
         let mut args = Vec::new();
         let call = ex.take_call(&mut args).unwrap();
         assert_eq!(call.method, "kong.request.get_header");
         assert_eq!(args, [0x91, 0xa4, b'h', b'o', b's', b't']);
-        assert!(ex.take_call(&mut args).is_none(), "a call is taken out once");
+        assert!(
+            ex.take_call(&mut args).is_none(),
+            "a call is taken out once"
+        );
         assert!(ex.poll_reply::<String>().is_pending());
         ex.answer(Some(&[0xa2, b'o', b'k']));
         let Poll::Ready(Ok(v)) = ex.poll_reply::<String>() else {
@@ -150,10 +154,14 @@ mod tests {
     #[test]
     fn nil_answers_are_none_or_a_clear_error() {
         let ex = Exchange::default();
-        ex.submit("kong.request.get_header".into(), &("x",)).unwrap();
+        ex.submit("kong.request.get_header".into(), &("x",))
+            .unwrap();
         ex.take_call(&mut Vec::new()).unwrap();
         ex.answer(None);
-        assert!(matches!(ex.poll_reply::<Option<String>>(), Poll::Ready(Ok(None))));
+        assert!(matches!(
+            ex.poll_reply::<Option<String>>(),
+            Poll::Ready(Ok(None))
+        ));
 
         ex.submit("kong.request.get_path".into(), &()).unwrap();
         ex.take_call(&mut Vec::new()).unwrap();

@@ -42,24 +42,22 @@ pub async fn serve(mut stream: UnixStream, daemon: &Daemon, limits: Limits) {
     loop {
         let len = match frame::value_len(&input, limits.max_message) {
             Ok(Some(len)) => len,
-            Ok(None) => {
-                match stream.read_buf(&mut input).await {
-                    Ok(0) => {
-                        if !input.is_empty() {
-                            tracing::warn!(
-                                bytes = input.len(),
-                                "connection closed in the middle of a message"
-                            );
-                        }
-                        return;
+            Ok(None) => match stream.read_buf(&mut input).await {
+                Ok(0) => {
+                    if !input.is_empty() {
+                        tracing::warn!(
+                            bytes = input.len(),
+                            "connection closed in the middle of a message"
+                        );
                     }
-                    Ok(_) => continue,
-                    Err(err) => {
-                        tracing::debug!("connection read failed: {err}");
-                        return;
-                    }
+                    return;
                 }
-            }
+                Ok(_) => continue,
+                Err(err) => {
+                    tracing::debug!("connection read failed: {err}");
+                    return;
+                }
+            },
             Err(err) => {
                 tracing::warn!(
                     "closing connection: {err} (starts with {})",

@@ -145,7 +145,7 @@ pub fn scan(dir: &Path) -> Result<Scan, LoadError> {
 pub fn load(path: &Path) -> Result<LoadedPlugin, LoadError> {
     let library_error = |err: LibraryError| LoadError::Library {
         path: path.to_owned(),
-        reason: summarize(&err),
+        reason: summarize(path, &err),
     };
     let module = lib_header_from_path(path)
         .and_then(|header| header.init_root_module::<PluginModuleRef>())
@@ -170,26 +170,43 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, LoadError> {
     })
 }
 
-/// abi_stable's errors span lines, and layout mismatches run to hundreds of them; one log
-/// line of bounded length keeps what matters (what failed and why).
-fn summarize(err: &LibraryError) -> String {
-    const MAX: usize = 600;
-    let text = err.to_string();
-    let mut summary = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ");
-    if summary.len() > MAX {
+/// Says in one line why abi_stable refused a library. Its own messages span many lines
+/// (a layout mismatch runs to hundreds), so the full text goes to the debug log only.
+fn summarize(path: &Path, err: &LibraryError) -> String {
+    tracing::debug!("{}: {err}", path.display());
+    let pdk = env!("CARGO_PKG_VERSION");
+    match err {
+        LibraryError::OpenError { err, .. } => format!("cannot open it: {err}"),
+        LibraryError::GetSymbolError { .. } => {
+            "it exports no plugin (a plugin library marks its impl with #[kong_rust_pdk::plugin])"
+                .to_owned()
+        }
+        LibraryError::IncompatibleVersionNumber { actual_version, .. } => format!(
+            "it was built against kong-rust-pdk {actual_version}, incompatible with this daemon's ABI; rebuild it against kong-rust-pdk {pdk}"
+        ),
+        LibraryError::AbiInstability(_) | LibraryError::InvalidCAbi { .. } => format!(
+            "it was built against an incompatible plugin ABI (its root module layout differs); rebuild it against kong-rust-pdk {pdk}"
+        ),
+        LibraryError::InvalidAbiHeader(_) => {
+            "it was built with an incompatible abi_stable release".to_owned()
+        }
+        LibraryError::RootModule { err, .. } => format!("its initialization failed: {err}"),
+        other => one_line(&other.to_string()),
+    }
+}
+
+fn one_line(text: &str) -> String {
+    const MAX: usize = 300;
+    let mut line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.len() > MAX {
         let mut cut = MAX;
-        while !summary.is_char_boundary(cut) {
+        while !line.is_char_boundary(cut) {
             cut -= 1;
         }
-        summary.truncate(cut);
-        summary.push_str(" …");
+        line.truncate(cut);
+        line.push_str(" …");
     }
-    summary
+    line
 }
 
 /// Checks what Kong checks when it loads the dump, so a bad plugin is refused here with a
@@ -203,7 +220,11 @@ fn validate(info: PluginInfoFfi) -> Result<PluginInfo, String> {
     }
     let version = info.version.into_string();
     let parts: Vec<&str> = version.split('.').collect();
-    if parts.len() > 3 || parts.iter().any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
+    if parts.len() > 3
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
         return Err(format!(
             "plugin {name}: version {version:?} must be numeric x.y.z (Kong refuses other forms)"
         ));
@@ -244,7 +265,16 @@ mod tests {
     fn names_that_could_escape_the_prefix_are_refused() {
         assert!(is_valid_name("rust-hello"));
         assert!(is_valid_name("rate_limit2"));
-        for bad in ["", "../etc", "a/b", ".hidden", "-x", "UPPER", "a b", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "../etc",
+            "a/b",
+            ".hidden",
+            "-x",
+            "UPPER",
+            "a b",
+            &"x".repeat(65),
+        ] {
             assert!(!is_valid_name(bad), "{bad:?}");
         }
     }

@@ -93,7 +93,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             bail!(
                 "no plugin named {name:?} in {} (found: {})",
                 cli.plugins_directory.display(),
-                if served.is_empty() { "none".to_owned() } else { served.join(", ") }
+                if served.is_empty() {
+                    "none".to_owned()
+                } else {
+                    served.join(", ")
+                }
             );
         };
         return print_json(&Dump::of([&plugin.info]));

@@ -13,11 +13,11 @@ use std::{
 };
 
 use dashmap::DashMap;
-use sync_wrapper::SyncWrapper;
 use kong_rust_pdk::{
     Phase,
     ffi::{EventBox, InstanceBox},
 };
+use sync_wrapper::SyncWrapper;
 
 use crate::{ids::IdSource, loader::LoadedPlugin};
 

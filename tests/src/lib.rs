@@ -1,1 +1,12 @@
+//! Helpers for the end-to-end tests: start the real daemon binary on real plugin libraries,
+//! and talk to it exactly as Kong does.
+//!
+//! - [`artifacts`]: where `cargo test` put the daemon binary and the plugin `.so` files;
+//! - [`daemon`]: a daemon process in a scratch prefix, killed when dropped;
+//! - [`kong`]: a simulated Kong worker: Kong's MessagePack encoding, a connection pool, a new
+//!   pooled connection per call, and Kong's event loop.
 
+pub mod artifacts;
+pub mod daemon;
+pub mod kong;
+pub mod msgpack;

@@ -12,8 +12,8 @@ use abi_stable::{
 };
 
 use super::{
-    EventBox, EventFfi, EventFfi_TO, EventPoll, FfiWaker, InstanceBox, InstanceFfi,
-    InstanceFfi_TO, Phase, PluginInfoFfi, PluginModule, PluginModuleRef, StepInput,
+    EventBox, EventFfi, EventFfi_TO, EventPoll, FfiWaker, InstanceBox, InstanceFfi, InstanceFfi_TO,
+    Phase, PluginInfoFfi, PluginModule, PluginModuleRef, StepInput,
 };
 use crate::{
     driver::{EventDriver, Input, Step, panic_message},
@@ -68,7 +68,9 @@ impl<P: Plugin> InstanceFfi for Instance<P> {
                 EventDriver::start(self.0.clone(), phase),
                 TD_Opaque,
             )),
-            Some(phase) => RErr(format!("plugin {} does not implement the {phase} phase", P::NAME).into()),
+            Some(phase) => {
+                RErr(format!("plugin {} does not implement the {phase} phase", P::NAME).into())
+            }
             None => RErr(format!("unknown phase code {phase_code}").into()),
         }
     }

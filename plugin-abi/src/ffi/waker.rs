@@ -126,12 +126,20 @@ unsafe extern "C" fn owned_drop(data: *const ()) {
 // ---- plugin side: std Waker over an FfiWaker ------------------------------------------
 
 /// A std waker borrowing an `FfiWaker` (data = `*const FfiWaker`).
-static STD_BORROWED: RawWakerVTable =
-    RawWakerVTable::new(std_clone, std_borrowed_wake_by_ref, std_borrowed_wake_by_ref, std_noop);
+static STD_BORROWED: RawWakerVTable = RawWakerVTable::new(
+    std_clone,
+    std_borrowed_wake_by_ref,
+    std_borrowed_wake_by_ref,
+    std_noop,
+);
 
 /// A std waker owning a boxed `FfiWaker` (data = `Box<FfiWaker>`).
-static STD_OWNED: RawWakerVTable =
-    RawWakerVTable::new(std_clone, std_owned_wake, std_borrowed_wake_by_ref, std_owned_drop);
+static STD_OWNED: RawWakerVTable = RawWakerVTable::new(
+    std_clone,
+    std_owned_wake,
+    std_borrowed_wake_by_ref,
+    std_owned_drop,
+);
 
 unsafe fn std_clone(data: *const ()) -> RawWaker {
     // SAFETY: both std vtables point at a live FfiWaker.

@@ -80,7 +80,15 @@ pub async fn handle_event(
         handle,
         started: Instant::now(),
     };
-    drive(daemon, daemon.ids.next(), event, StepInput::Resume, msgid, out).await
+    drive(
+        daemon,
+        daemon.ids.next(),
+        event,
+        StepInput::Resume,
+        msgid,
+        out,
+    )
+    .await
 }
 
 /// `[{"EventId": id, "Data": value}]` (no `Data` when Kong's answer was nil) → the next
@@ -181,7 +189,10 @@ async fn drive(
         Outcome::Failed(reason) => Err(MethodError::HandlerFailed {
             plugin: event.instance.plugin.plugin.info.name.clone(),
             phase: event.phase,
-            reason: format!("{reason} (instance {}, event {event_id})", event.instance.id),
+            reason: format!(
+                "{reason} (instance {}, event {event_id})",
+                event.instance.id
+            ),
         }),
     }
 }

@@ -38,7 +38,12 @@ fn status_of(instance: &Instance) -> impl Serialize + '_ {
 }
 
 /// `[{"Name": plugin, "Config": "<json>"}]` → a new instance.
-pub fn start(daemon: &Daemon, msgid: u64, arg: &[u8], out: &mut Vec<u8>) -> Result<(), MethodError> {
+pub fn start(
+    daemon: &Daemon,
+    msgid: u64,
+    arg: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), MethodError> {
     let (mut name, mut config) = (None, None);
     for_each_entry(arg, |key, r| {
         match key {
@@ -88,7 +93,12 @@ pub fn start(daemon: &Daemon, msgid: u64, arg: &[u8], out: &mut Vec<u8>) -> Resu
 }
 
 /// `[id]` → the instance is released; its running events finish on their own.
-pub fn close(daemon: &Daemon, msgid: u64, arg: &[u8], out: &mut Vec<u8>) -> Result<(), MethodError> {
+pub fn close(
+    daemon: &Daemon,
+    msgid: u64,
+    arg: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), MethodError> {
     let id = id_argument("plugin.CloseInstance", arg)?;
     let (_, instance) = daemon
         .instances
@@ -104,7 +114,12 @@ pub fn close(daemon: &Daemon, msgid: u64, arg: &[u8], out: &mut Vec<u8>) -> Resu
 }
 
 /// `[id]` → the instance's status.
-pub fn status(daemon: &Daemon, msgid: u64, arg: &[u8], out: &mut Vec<u8>) -> Result<(), MethodError> {
+pub fn status(
+    daemon: &Daemon,
+    msgid: u64,
+    arg: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), MethodError> {
     let id = id_argument("plugin.InstanceStatus", arg)?;
     let instance = daemon
         .instances

@@ -252,7 +252,11 @@ mod tests {
             (rmpv::Value::F64(7.0), 7),
             (rmpv::Value::F32(9.0), 9),
         ] {
-            assert_eq!(Reader::new(&encode(&value)).u64(), Ok(expected), "{value:?}");
+            assert_eq!(
+                Reader::new(&encode(&value)).u64(),
+                Ok(expected),
+                "{value:?}"
+            );
         }
         // Signed encodings of non-negative numbers, as some encoders write them.
         assert_eq!(Reader::new(&[0xd3, 0, 0, 0, 0, 0, 0, 0, 42]).u64(), Ok(42));
@@ -271,9 +275,15 @@ mod tests {
         let mut str16 = vec![0xda, 0x00, 0x03];
         str16.extend_from_slice(b"abc");
         assert_eq!(Reader::new(&str16).bytes(), Ok(&b"abc"[..]));
-        assert_eq!(Reader::new(&[0xa2, 0xff, 0xfe]).bytes(), Ok(&[0xff, 0xfe][..]));
+        assert_eq!(
+            Reader::new(&[0xa2, 0xff, 0xfe]).bytes(),
+            Ok(&[0xff, 0xfe][..])
+        );
         assert_eq!(Reader::new(&[0xc4, 0x01, 0x07]).bytes(), Ok(&[0x07][..]));
-        assert_eq!(Reader::new(&[0xa5, b'a']).bytes(), Err(DecodeError::Truncated));
+        assert_eq!(
+            Reader::new(&[0xa5, b'a']).bytes(),
+            Err(DecodeError::Truncated)
+        );
     }
 
     #[test]

@@ -83,7 +83,10 @@ mod tests {
         server_pid(&mut out, 4242);
         assert_eq!(
             out,
-            [0x93, 0x02, 0xa9, b's', b'e', b'r', b'v', b'e', b'r', b'P', b'i', b'd', 0xcd, 0x10, 0x92]
+            [
+                0x93, 0x02, 0xa9, b's', b'e', b'r', b'v', b'e', b'r', b'P', b'i', b'd', 0xcd, 0x10,
+                0x92
+            ]
         );
     }
 
@@ -100,13 +103,20 @@ mod tests {
 
         let mut out = Vec::new();
         ok_header(&mut out, 2);
-        step_call(&mut out, 0, "kong.request.get_header", &[0x91, 0xa4, b'h', b'o', b's', b't']);
+        step_call(
+            &mut out,
+            0,
+            "kong.request.get_header",
+            &[0x91, 0xa4, b'h', b'o', b's', b't'],
+        );
         let mut expected = vec![
             0x94, 0x01, 0x02, 0xc0, 0x82, 0xa7, b'E', b'v', b'e', b'n', b't', b'I', b'd', 0x00,
             0xa4, b'D', b'a', b't', b'a', 0x82, 0xa6, b'M', b'e', b't', b'h', b'o', b'd', 0xb7,
         ];
         expected.extend_from_slice(b"kong.request.get_header");
-        expected.extend_from_slice(&[0xa4, b'A', b'r', b'g', b's', 0x91, 0xa4, b'h', b'o', b's', b't']);
+        expected.extend_from_slice(&[
+            0xa4, b'A', b'r', b'g', b's', 0x91, 0xa4, b'h', b'o', b's', b't',
+        ]);
         assert_eq!(out, expected);
     }
 }

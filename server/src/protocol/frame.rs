@@ -144,8 +144,16 @@ mod tests {
             V::from("x".repeat(40)),
             V::from("y".repeat(70_000)),
             V::Binary(vec![1; 300]),
-            V::Array(vec![V::from(0), V::from(1), V::from("plugin.Step"), V::Array(vec![])]),
-            V::Map(vec![(V::from("EventId"), V::from(3)), (V::from("Data"), V::Nil)]),
+            V::Array(vec![
+                V::from(0),
+                V::from(1),
+                V::from("plugin.Step"),
+                V::Array(vec![]),
+            ]),
+            V::Map(vec![
+                (V::from("EventId"), V::from(3)),
+                (V::from("Data"), V::Nil),
+            ]),
             V::Ext(5, vec![1, 2, 3]),
             V::Ext(1, vec![9; 16]),
             V::Array((0..20).map(V::from).collect()),
@@ -156,7 +164,11 @@ mod tests {
             stream.extend_from_slice(&[0x93, 0x01]); // the start of a next message
             assert_eq!(value_len(&stream, MAX), Ok(Some(bytes.len())), "{value:?}");
             for cut in 0..bytes.len() {
-                assert_eq!(value_len(&bytes[..cut], MAX), Ok(None), "{value:?} cut at {cut}");
+                assert_eq!(
+                    value_len(&bytes[..cut], MAX),
+                    Ok(None),
+                    "{value:?} cut at {cut}"
+                );
             }
         }
     }
@@ -182,7 +194,10 @@ mod tests {
     fn the_unused_marker_is_refused() {
         assert_eq!(
             value_len(&[0x92, 0x01, 0xc1], MAX),
-            Err(FrameError::InvalidMarker { marker: 0xc1, offset: 2 })
+            Err(FrameError::InvalidMarker {
+                marker: 0xc1,
+                offset: 2
+            })
         );
     }
 }

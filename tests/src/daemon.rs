@@ -1,0 +1,191 @@
+//! A daemon process under test.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use tempfile::TempDir;
+
+use crate::{artifacts, kong::Kong};
+
+/// How long a daemon may take to open its sockets.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A scratch Kong prefix and plugins directory.
+pub struct Scratch {
+    dir: TempDir,
+}
+
+impl Scratch {
+    /// An empty prefix and plugins directory.
+    pub fn new() -> Scratch {
+        let dir = tempfile::Builder::new()
+            .prefix("krp-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        std::fs::create_dir(dir.path().join("plugins")).unwrap();
+        std::fs::create_dir(dir.path().join("prefix")).unwrap();
+        Scratch { dir }
+    }
+
+    /// Holds copies of the given workspace plugin crates' libraries.
+    pub fn with_plugins(crates: &[&str]) -> Scratch {
+        let scratch = Scratch::new();
+        for name in crates {
+            scratch.add_plugin(name);
+        }
+        scratch
+    }
+
+    /// Copies the library of workspace crate `crate_name` into the plugins directory.
+    pub fn add_plugin(&self, crate_name: &str) -> PathBuf {
+        let source = artifacts::plugin_library(crate_name);
+        let target = self.plugins_dir().join(source.file_name().unwrap());
+        std::fs::copy(&source, &target).expect("copy plugin library");
+        target
+    }
+
+    /// The plugins directory.
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.dir.path().join("plugins")
+    }
+
+    /// The Kong prefix.
+    pub fn prefix(&self) -> PathBuf {
+        self.dir.path().join("prefix")
+    }
+
+    /// The socket path of `plugin`.
+    pub fn socket(&self, plugin: &str) -> PathBuf {
+        self.prefix().join(format!("{plugin}.socket"))
+    }
+
+    /// A daemon command on this scratch directory (not started).
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(artifacts::daemon_binary());
+        cmd.arg("--plugins-directory")
+            .arg(self.plugins_dir())
+            .arg("--kong-prefix")
+            .arg(self.prefix())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Starts the daemon and waits until every plugin in `plugins` has its socket.
+    pub fn start(&self, plugins: &[&str]) -> Daemon {
+        self.start_with(plugins, |_| {})
+    }
+
+    /// Like [`start`](Self::start), with extra arguments or environment.
+    pub fn start_with(&self, plugins: &[&str], configure: impl FnOnce(&mut Command)) -> Daemon {
+        let stderr = self.dir.path().join(format!(
+            "daemon-{}.stderr",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let mut cmd = self.command();
+        cmd.stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap());
+        configure(&mut cmd);
+        let child = cmd.spawn().expect("spawn the daemon");
+        let mut daemon = Daemon {
+            child,
+            stderr,
+            sockets: plugins.iter().map(|p| self.socket(p)).collect(),
+        };
+        daemon.wait_ready();
+        daemon
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch::new()
+    }
+}
+
+/// A running daemon; killed when dropped.
+pub struct Daemon {
+    child: Child,
+    stderr: PathBuf,
+    sockets: Vec<PathBuf>,
+}
+
+impl Daemon {
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        for socket in &self.sockets {
+            while std::os::unix::net::UnixStream::connect(socket).is_err() {
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    panic!(
+                        "daemon exited with {status} before opening {}:\n{}",
+                        socket.display(),
+                        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+                    );
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "daemon did not open {} in time:\n{}",
+                    socket.display(),
+                    std::fs::read_to_string(&self.stderr).unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A simulated Kong worker on the socket of `plugin` (the first one started with).
+    pub fn kong(&self) -> Kong {
+        Kong::new(&self.sockets[0])
+    }
+
+    /// A simulated Kong worker on any socket.
+    pub fn kong_on(&self, socket: impl AsRef<Path>) -> Kong {
+        Kong::new(socket)
+    }
+
+    /// Everything the daemon wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends `signal` and waits up to `timeout` for the exit status.
+    pub fn signal_and_wait(
+        &mut self,
+        signal: i32,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,295 @@
+//! Protocol behaviour Kong depends on, and resilience against bad input.
+
+use std::{
+    io::{Read, Write},
+    os::unix::net::{UnixListener, UnixStream},
+    time::Duration,
+};
+
+use kong_rust_pluginserver_e2e::{
+    daemon::Scratch,
+    kong::{EventEnd, Kong, RpcError, read_value},
+    msgpack::{self, get, map},
+};
+use rmpv::Value;
+use serde_json::json;
+
+#[test]
+fn every_connection_starts_with_the_server_pid_notification() {
+    let scratch = Scratch::with_plugins(&["rust-hello"]);
+    let daemon = scratch.start(&["rust-hello"]);
+    for _ in 0..3 {
+        let mut stream = UnixStream::connect(scratch.socket("rust-hello")).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let first = read_value(&mut stream).unwrap();
+        assert_eq!(
+            first,
+            Value::Array(vec![
+                Value::from(2),
+                Value::from("serverPid"),
+                Value::from(daemon.pid()),
+            ])
+        );
+    }
+}
+
+#[test]
+fn unknown_instances_get_kongs_no_plugin_instance_error() {
+    let scratch = Scratch::with_plugins(&["rust-hello"]);
+    let daemon = scratch.start(&["rust-hello"]);
+    let kong = daemon.kong();
+    let run = kong.run_event(424242, "access", |_| None);
+    let EventEnd::Error(err) = run.end else {
+        panic!("{run:?}")
+    };
+    assert!(err.contains("no plugin instance"), "{err}");
+    for method in ["plugin.CloseInstance", "plugin.InstanceStatus"] {
+        let err = kong.call(method, Value::from(424242)).unwrap_err();
+        assert!(
+            matches!(&err, RpcError::Remote(e) if e.contains("no plugin instance")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn steps_for_unknown_events_fail_without_triggering_kongs_instance_restart() {
+    let scratch = Scratch::with_plugins(&["rust-hello"]);
+    let daemon = scratch.start(&["rust-hello"]);
+    let kong = daemon.kong();
+    let err = kong
+        .call(
+            "plugin.Step",
+            map([("EventId", Value::from(99)), ("Data", Value::from("x"))]),
+        )
+        .unwrap_err();
+    let RpcError::Remote(err) = err else {
+        panic!("{err}")
+    };
+    assert!(err.contains("no running event 99"), "{err}");
+    assert!(!err.to_lowercase().contains("no plugin instance"), "{err}");
+}
+
+#[test]
+fn instance_lifecycle_methods_report_the_instance() {
+    let scratch = Scratch::with_plugins(&["rust-hello"]);
+    let daemon = scratch.start(&["rust-hello"]);
+    let kong = daemon.kong();
+    let id = kong
+        .start_instance("rust-hello", json!({"message": "m"}))
+        .unwrap();
+    let status = kong.call("plugin.InstanceStatus", Value::from(id)).unwrap();
+    assert_eq!(get(&status, "Id"), Some(&Value::from(id)));
+    assert_eq!(get(&status, "Name"), Some(&Value::from("rust-hello")));
+    assert_eq!(
+        get(get(&status, "Config").unwrap(), "message"),
+        Some(&Value::from("m"))
+    );
+    assert!(get(&status, "StartTime").and_then(Value::as_u64).unwrap() > 1_700_000_000);
+
+    let all = kong.call("plugin.GetStatus", Value::Nil).unwrap();
+    assert_eq!(get(&all, "Pid"), Some(&Value::from(daemon.pid())));
+    let hello = get(get(&all, "Plugins").unwrap(), "rust-hello").unwrap();
+    let instances = get(hello, "Instances").unwrap().as_array().unwrap();
+    assert_eq!(instances.len(), 1);
+
+    let info = kong
+        .call("plugin.GetPluginInfo", Value::from("rust-hello"))
+        .unwrap();
+    assert_eq!(
+        get(&info, "Phases"),
+        Some(&Value::Array(vec![Value::from("access")]))
+    );
+
+    let closed = kong.call("plugin.CloseInstance", Value::from(id)).unwrap();
+    assert_eq!(get(&closed, "Id"), Some(&Value::from(id)));
+    let err = kong
+        .call("plugin.InstanceStatus", Value::from(id))
+        .unwrap_err();
+    assert!(matches!(err, RpcError::Remote(e) if e.contains("no plugin instance")));
+    // A new instance never reuses the closed id.
+    let again = kong
+        .start_instance("rust-hello", json!({"message": "m"}))
+        .unwrap();
+    assert!(again > id);
+}
+
+#[test]
+fn unknown_methods_and_plugins_get_error_responses_on_a_working_connection() {
+    let scratch = Scratch::with_plugins(&["rust-hello"]);
+    let daemon = scratch.start(&["rust-hello"]);
+    let kong = daemon.kong();
+    let err = kong
+        .call("plugin.SetPluginDir", Value::from("/tmp"))
+        .unwrap_err();
+    assert!(
+        matches!(&err, RpcError::Remote(e) if e.contains("unknown method")),
+        "{err}"
+    );
+    let err = kong
+        .start_instance("no-such-plugin", json!({}))
+        .unwrap_err();
+    assert!(
+        matches!(&err, RpcError::Remote(e) if e.contains("unknown plugin") && e.contains("rust-hello")),
+        "{err}"
+    );
+    let err = kong
+        .call("plugin.HandleEvent", Value::from("not a map"))
+        .unwrap_err();
+    assert!(
+        matches!(&err, RpcError::Remote(e) if e.contains("bad argument")),
+        "{err}"
+    );
+    // The same pooled connection keeps working.
+    let id = kong.start_instance("rust-hello", json!({})).unwrap();
+    assert!(id > 0);
+    assert_eq!(kong.connections_opened(), 1);
+}
+
+#[test]
+fn an_empty_array_is_accepted_where_kong_means_an_empty_map() {
+    let scratch = Scratch::with_plugins(&["rust-hello"]);
+    let daemon = scratch.start(&["rust-hello"]);
+    let kong = daemon.kong();
+    let err = kong
+        .call("plugin.HandleEvent", Value::Array(vec![]))
+        .unwrap_err();
+    assert!(
+        matches!(&err, RpcError::Remote(e) if e.contains("missing InstanceId")),
+        "{err}"
+    );
+}
+
+#[test]
+fn garbage_on_one_connection_does_not_disturb_the_others() {
+    let scratch = Scratch::with_plugins(&["rust-hello"]);
+    let mut daemon = scratch.start(&["rust-hello"]);
+    let kong = daemon.kong();
+    let instance = kong
+        .start_instance("rust-hello", json!({"message": "ok"}))
+        .unwrap();
+    // An event is in flight on the daemon when the garbage arrives.
+    let first = kong
+        .call(
+            "plugin.HandleEvent",
+            map([
+                ("InstanceId", Value::from(instance)),
+                ("EventName", Value::from("access")),
+            ]),
+        )
+        .unwrap();
+    let event_id = get(&first, "EventId").unwrap().clone();
+
+    for garbage in [
+        &b"\xc1\xc1\xc1 definitely not msgpack"[..],
+        &[0x93, 0x02, 0xa3, b'f', b'o', b'o', 0x90], // a notification, not a request
+        &[0xdb, 0xff, 0xff, 0xff, 0xff],             // a 4 GiB string header
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        let mut stream = UnixStream::connect(scratch.socket("rust-hello")).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        read_value(&mut stream).unwrap(); // serverPid
+        stream.write_all(garbage).unwrap();
+        let mut rest = Vec::new();
+        // The daemon answers nothing it cannot attribute to a request and closes.
+        let _ = stream.read_to_end(&mut rest);
+        assert!(
+            rest.is_empty(),
+            "unexpected bytes after {garbage:x?}: {rest:x?}"
+        );
+    }
+    // A request with a msgid but a bad method name gets an error response.
+    let mut stream = UnixStream::connect(scratch.socket("rust-hello")).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    read_value(&mut stream).unwrap();
+    stream
+        .write_all(&msgpack::encode(&Value::Array(vec![
+            Value::from(0),
+            Value::from(77),
+            Value::from(5),
+            Value::Array(vec![]),
+        ])))
+        .unwrap();
+    let reply = read_value(&mut stream).unwrap();
+    assert_eq!(reply.as_array().unwrap()[1], Value::from(77));
+    assert!(
+        reply.as_array().unwrap()[2]
+            .as_str()
+            .unwrap()
+            .contains("malformed request")
+    );
+
+    // The event in flight finishes, and new ones run.
+    let next = kong
+        .call(
+            "plugin.Step",
+            map([("EventId", event_id.clone()), ("Data", Value::from("h"))]),
+        )
+        .unwrap();
+    assert!(get(&next, "Data").unwrap().is_map());
+    kong.call("plugin.Step", map([("EventId", event_id.clone())]))
+        .unwrap();
+    let last = kong
+        .call("plugin.Step", map([("EventId", event_id)]))
+        .unwrap();
+    assert_eq!(get(&last, "Data"), Some(&Value::from("ret")));
+    let run = Kong::new(scratch.socket("rust-hello")).run_event(instance, "access", |_| None);
+    assert_eq!(run.end, EventEnd::Ret);
+    assert!(daemon.is_running());
+    assert!(
+        daemon.stderr().contains("closing connection"),
+        "{}",
+        daemon.stderr()
+    );
+}
+
+#[test]
+fn a_stale_socket_file_is_replaced() {
+    let scratch = Scratch::with_plugins(&["rust-hello"]);
+    // A socket file whose process is gone: bound, then the listener dropped.
+    drop(UnixListener::bind(scratch.socket("rust-hello")).unwrap());
+    assert!(scratch.socket("rust-hello").exists());
+    let daemon = scratch.start(&["rust-hello"]);
+    let kong = daemon.kong();
+    kong.start_instance("rust-hello", json!({})).unwrap();
+    assert!(
+        daemon.stderr().contains("replacing stale socket"),
+        "{}",
+        daemon.stderr()
+    );
+}
+
+#[test]
+fn a_live_socket_of_another_process_is_not_stolen() {
+    let scratch = Scratch::with_plugins(&["rust-hello"]);
+    let _first = scratch.start(&["rust-hello"]);
+    let out = scratch.command().output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("served by another running process"),
+        "{stderr}"
+    );
+    // The first daemon still serves.
+    Kong::new(scratch.socket("rust-hello"))
+        .start_instance("rust-hello", json!({}))
+        .unwrap();
+}
+
+#[test]
+fn sockets_are_private_to_the_daemons_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let scratch = Scratch::with_plugins(&["rust-hello"]);
+    let _daemon = scratch.start(&["rust-hello"]);
+    let mode = std::fs::metadata(scratch.socket("rust-hello"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+}
