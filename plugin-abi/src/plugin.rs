@@ -2,12 +2,14 @@
 
 use std::future::Future;
 
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 
 use crate::{
     error::{ConfigError, PdkError, PdkResult},
     ffi::Phase,
     pdk::Kong,
+    schema::SchemaError,
 };
 
 /// A Kong plugin written in Rust.
@@ -17,11 +19,15 @@ use crate::{
 /// fills in `NAME` and `VERSION` from `Cargo.toml` unless you set them, and exports the
 /// plugin from the library.
 ///
-/// ```ignore
+/// ```
 /// use kong_rust_pdk::prelude::*;
+/// use schemars::JsonSchema;
 ///
-/// #[derive(serde::Deserialize)]
-/// pub struct Config { message: Option<String> }
+/// #[derive(serde::Deserialize, JsonSchema)]
+/// pub struct Config {
+///     /// Who to greet; `hello` when unset.
+///     message: Option<String>,
+/// }
 ///
 /// pub struct Hello { message: String }
 ///
@@ -29,10 +35,6 @@ use crate::{
 /// impl Plugin for Hello {
 ///     type Config = Config;
 ///     const PRIORITY: i64 = 1000;
-///
-///     fn config_schema() -> serde_json::Value {
-///         serde_json::json!({"type": "record", "fields": [{"message": {"type": "string"}}]})
-///     }
 ///
 ///     fn new(config: Config) -> Result<Self, ConfigError> {
 ///         Ok(Hello { message: config.message.unwrap_or_else(|| "hello".into()) })
@@ -56,11 +58,16 @@ pub trait Plugin: Sized + Send + Sync + 'static {
     /// The phases this plugin implements; filled in by `#[kong_rust_pdk::plugin]`.
     const PHASES: &'static [Phase];
 
-    /// The plugin's configuration, decoded from the JSON Kong sends.
-    type Config: DeserializeOwned;
+    /// The plugin's configuration, decoded from the JSON Kong sends. Its `JsonSchema` is
+    /// translated into the Kong schema Kong validates configurations with (see
+    /// [`schema`](crate::schema) for the mapping and the attributes).
+    type Config: DeserializeOwned + JsonSchema;
 
     /// The Kong schema of the `config` record: `{"type": "record", "fields": [...]}`.
-    fn config_schema() -> serde_json::Value;
+    /// Derived from [`Config`](Plugin::Config); override only to hand-write it.
+    fn config_schema() -> Result<serde_json::Value, SchemaError> {
+        crate::schema::config_record::<Self::Config>()
+    }
 
     /// Builds an instance for one configuration.
     fn new(config: Self::Config) -> Result<Self, ConfigError>;

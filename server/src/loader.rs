@@ -231,13 +231,10 @@ fn validate(info: PluginInfoFfi) -> Result<PluginInfo, String> {
     }
     let config_schema: serde_json::Value = serde_json::from_str(info.config_schema.as_str())
         .map_err(|e| format!("plugin {name}: config schema is not JSON: {e}"))?;
-    if config_schema.get("type").and_then(|t| t.as_str()) != Some("record")
-        || !config_schema.get("fields").is_some_and(|f| f.is_array())
-    {
-        return Err(format!(
-            "plugin {name}: config schema must be a record: {{\"type\": \"record\", \"fields\": [...]}}"
-        ));
-    }
+    // Kong refuses to start on a schema that breaks its rules: refuse the plugin instead.
+    let full = serde_json::json!({"name": name, "fields": [{"config": config_schema}]});
+    kong_rust_pdk::schema::validate_plugin_schema(&full)
+        .map_err(|violation| format!("plugin {name}: Kong would refuse its {violation}"))?;
     Ok(PluginInfo {
         name,
         version,

@@ -11,7 +11,14 @@ fn rust_hello_info() -> serde_json::Value {
         "Phases": ["access"],
         "Schema": {
             "name": "rust-hello",
-            "fields": [{"config": {"type": "record", "fields": [{"message": {"type": "string"}}]}}],
+            "fields": [{"config": {
+                "type": "record",
+                "description": "The plugin configuration (`config` of the plugin entity in Kong).",
+                "fields": [{"message": {
+                    "type": "string",
+                    "description": "Who to greet with; `hello` when unset.",
+                }}],
+            }}],
         },
     })
 }

@@ -5,10 +5,11 @@
 //! Three PDK calls per request.
 
 use kong_rust_pdk::prelude::*;
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// The plugin configuration (`config` of the plugin entity in Kong).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 pub struct Config {
     /// Who to greet with; `hello` when unset.
     #[serde(default)]
@@ -25,13 +26,6 @@ pub struct RustHello {
 impl Plugin for RustHello {
     type Config = Config;
     const PRIORITY: i64 = 1000;
-
-    fn config_schema() -> serde_json::Value {
-        serde_json::json!({
-            "type": "record",
-            "fields": [{"message": {"type": "string"}}],
-        })
-    }
 
     fn new(config: Config) -> Result<Self, ConfigError> {
         Ok(RustHello {
