@@ -14,7 +14,10 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
-use crate::{error::PdkResult, exchange::Exchange, ffi::Phase, pdk::Kong, plugin::Plugin};
+use crate::{
+    error::PdkResult, exchange::Exchange, ffi::Phase, instance::InstanceInfo, pdk::Kong,
+    plugin::Plugin,
+};
 
 type HandlerFuture = Pin<Box<dyn Future<Output = PdkResult<()>> + Send>>;
 
@@ -56,10 +59,15 @@ pub struct EventDriver {
 }
 
 impl EventDriver {
-    /// Starts `phase` of `plugin`; nothing runs until the first [`poll`](Self::poll).
-    pub fn start<P: Plugin>(plugin: Arc<P>, phase: Phase) -> EventDriver {
+    /// Starts `phase` of `plugin` for the Kong instance `instance`; nothing runs until the
+    /// first [`poll`](Self::poll).
+    pub fn start<P: Plugin>(
+        plugin: Arc<P>,
+        instance: Arc<InstanceInfo>,
+        phase: Phase,
+    ) -> EventDriver {
         let exchange = Arc::new(Exchange::default());
-        let kong = Kong::new(exchange.clone(), phase);
+        let kong = Kong::new(exchange.clone(), instance, phase);
         let handler: HandlerFuture = Box::pin(async move {
             let kong = kong;
             match phase {

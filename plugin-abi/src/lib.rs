@@ -17,19 +17,24 @@ mod exchange;
 // abi_stable's #[sabi_trait] expands to impls inside a const block.
 #[allow(non_local_definitions)]
 pub mod ffi;
+mod instance;
 mod pdk;
 mod plugin;
+pub mod schema;
 
 pub use driver::{EventDriver, Input, Step, panic_message};
 pub use error::{ConfigError, PdkError, PdkResult};
 pub use ffi::Phase;
+pub use instance::InstanceInfo;
 pub use kong_rust_pdk_macros::plugin;
 pub use pdk::{Kong, Log, Request, Response};
 pub use plugin::{Plugin, construct};
+/// The `JsonSchema` derive a config type needs (re-exported so versions match).
+pub use schemars;
 
 /// Everything a plugin usually needs: `use kong_rust_pdk::prelude::*;`.
 pub mod prelude {
-    pub use crate::{ConfigError, Kong, PdkError, PdkResult, Phase, Plugin};
+    pub use crate::{ConfigError, InstanceInfo, Kong, PdkError, PdkResult, Phase, Plugin};
 }
 
 /// Items the macros refer to; not part of the public API.

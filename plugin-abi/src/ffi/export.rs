@@ -1,6 +1,11 @@
 //! Builds the root module of a plugin library from a [`Plugin`] implementation.
+//!
+//! Every entry point catches panics: plugin code never unwinds into the daemon, and a
+//! destructor that panics is contained too (unwinding out of an `extern "C"` function would
+//! abort the whole daemon).
 
 use std::{
+    mem::ManuallyDrop,
     panic::{AssertUnwindSafe, catch_unwind},
     sync::Arc,
 };
@@ -12,11 +17,13 @@ use abi_stable::{
 };
 
 use super::{
-    EventBox, EventFfi, EventFfi_TO, EventPoll, FfiWaker, InstanceBox, InstanceFfi, InstanceFfi_TO,
-    Phase, PluginInfoFfi, PluginModule, PluginModuleRef, StepInput,
+    ConfiguredBox, ConfiguredFfi, ConfiguredFfi_TO, EventBox, EventFfi, EventFfi_TO, EventPoll,
+    FfiWaker, InstanceBox, InstanceFfi, InstanceFfi_TO, Phase, PluginInfoFfi, PluginModule,
+    PluginModuleRef, StepInput,
 };
 use crate::{
     driver::{EventDriver, Input, Step, panic_message},
+    instance::InstanceInfo,
     plugin::{Plugin, construct},
 };
 
@@ -44,28 +51,76 @@ extern "C" fn info<P: Plugin>() -> RResult<PluginInfoFfi, RString> {
             version: P::VERSION.into(),
             priority: P::PRIORITY,
             phases: Phase::bits(P::PHASES),
-            config_schema: P::config_schema().to_string().into(),
+            config_schema: P::config_schema()
+                .map_err(|e| e.to_string())?
+                .to_string()
+                .into(),
         })
     })
 }
 
-extern "C" fn new_instance<P: Plugin>(config_json: RStr<'_>) -> RResult<InstanceBox, RString> {
+extern "C" fn new_instance<P: Plugin>(config_json: RStr<'_>) -> RResult<ConfiguredBox, RString> {
     caught("the plugin's constructor", || {
         let plugin = construct::<P>(config_json.as_str()).map_err(|e| e.to_string())?;
-        Ok(InstanceFfi_TO::from_value(
-            Instance(Arc::new(plugin)),
+        Ok(ConfiguredFfi_TO::from_value(
+            Configured(Contained::new(Arc::new(plugin))),
             TD_Opaque,
         ))
     })
 }
 
-struct Instance<P>(Arc<P>);
+/// Drops its content inside `catch_unwind`.
+struct Contained<T>(ManuallyDrop<T>);
+
+impl<T> Contained<T> {
+    fn new(value: T) -> Contained<T> {
+        Contained(ManuallyDrop::new(value))
+    }
+}
+
+impl<T> std::ops::Deref for Contained<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> Drop for Contained<T> {
+    fn drop(&mut self) {
+        // SAFETY: taken once, here, and never used again.
+        let value = unsafe { ManuallyDrop::take(&mut self.0) };
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(value)));
+    }
+}
+
+struct Configured<P>(Contained<Arc<P>>);
+
+impl<P: Plugin> ConfiguredFfi for Configured<P> {
+    fn bind(&self, instance_json: RStr<'_>) -> RResult<InstanceBox, RString> {
+        caught("binding an instance", || {
+            let info = InstanceInfo::from_json(instance_json.as_str())
+                .map_err(|e| format!("bad instance description: {e}"))?;
+            Ok(InstanceFfi_TO::from_value(
+                Instance {
+                    plugin: Contained::new(Arc::clone(&self.0)),
+                    info: Arc::new(info),
+                },
+                TD_Opaque,
+            ))
+        })
+    }
+}
+
+struct Instance<P> {
+    plugin: Contained<Arc<P>>,
+    info: Arc<InstanceInfo>,
+}
 
 impl<P: Plugin> InstanceFfi for Instance<P> {
     fn start_event(&self, phase_code: u8) -> RResult<EventBox, RString> {
         match Phase::from_code(phase_code) {
             Some(phase) if P::PHASES.contains(&phase) => ROk(EventFfi_TO::from_value(
-                EventDriver::start(self.0.clone(), phase),
+                EventDriver::start(Arc::clone(&self.plugin), self.info.clone(), phase),
                 TD_Opaque,
             )),
             Some(phase) => {

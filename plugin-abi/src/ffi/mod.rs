@@ -33,9 +33,10 @@ use abi_stable::{
 pub struct PluginModule {
     /// Static description of the plugin: name, version, priority, phases, schema.
     pub info: extern "C" fn() -> RResult<PluginInfoFfi, RString>,
-    /// Builds an instance from the JSON text of a plugin configuration.
+    /// Builds the plugin for one configuration (JSON text, Kong's bookkeeping keys removed).
+    /// The daemon calls it once per distinct configuration and shares the result.
     #[sabi(last_prefix_field)]
-    pub new_instance: extern "C" fn(config_json: RStr<'_>) -> RResult<InstanceBox, RString>,
+    pub new_instance: extern "C" fn(config_json: RStr<'_>) -> RResult<ConfiguredBox, RString>,
 }
 
 impl RootModule for PluginModuleRef {
@@ -138,7 +139,18 @@ impl std::fmt::Display for Phase {
     }
 }
 
-/// An instance: one constructed plugin for one configuration.
+/// A plugin constructed for one configuration, shared by every Kong instance that has it.
+#[sabi_trait]
+pub trait ConfiguredFfi: Send + Sync {
+    /// Binds it to one Kong instance: `instance_json` is the
+    /// [`InstanceInfo`](crate::InstanceInfo) (id and Kong's bookkeeping keys) as JSON.
+    fn bind(&self, instance_json: RStr<'_>) -> RResult<InstanceBox, RString>;
+}
+
+/// A boxed configured plugin, owned by the daemon.
+pub type ConfiguredBox = ConfiguredFfi_TO<'static, RBox<()>>;
+
+/// A Kong instance: a configured plugin plus what Kong told about the instance.
 #[sabi_trait]
 pub trait InstanceFfi: Send + Sync {
     /// Starts the handler of phase `phase_code` ([`Phase::code`]) for one request.

@@ -17,7 +17,7 @@ pub use log::Log;
 pub use request::Request;
 pub use response::Response;
 
-use crate::{error::PdkResult, exchange::Exchange, ffi::Phase};
+use crate::{error::PdkResult, exchange::Exchange, ffi::Phase, instance::InstanceInfo};
 
 /// Arguments of a call that takes none: an empty MessagePack array.
 pub(crate) const NO_ARGS: [(); 0] = [];
@@ -25,17 +25,28 @@ pub(crate) const NO_ARGS: [(); 0] = [];
 /// The handle a phase handler uses to talk to Kong for the current request.
 pub struct Kong {
     exchange: Arc<Exchange>,
+    instance: Arc<InstanceInfo>,
     phase: Phase,
 }
 
 impl Kong {
-    pub(crate) fn new(exchange: Arc<Exchange>, phase: Phase) -> Kong {
-        Kong { exchange, phase }
+    pub(crate) fn new(exchange: Arc<Exchange>, instance: Arc<InstanceInfo>, phase: Phase) -> Kong {
+        Kong {
+            exchange,
+            instance,
+            phase,
+        }
     }
 
     /// The phase this handler runs in.
     pub fn phase(&self) -> Phase {
         self.phase
+    }
+
+    /// The Kong plugin instance this event runs for: its id, plugin entity id, scoping ids.
+    /// Known without a round trip to Kong.
+    pub fn instance(&self) -> &InstanceInfo {
+        &self.instance
     }
 
     /// `kong.request`: the client's request.

@@ -5,7 +5,7 @@
 //! task: no thread hop, no channel. It only suspends the task when the plugin itself waits
 //! on its own I/O, and its waker then resumes it.
 
-use std::{future::poll_fn, task::Poll, time::Instant};
+use std::{future::poll_fn, sync::atomic::Ordering, task::Poll, time::Instant};
 
 use abi_stable::std_types::RResult;
 use kong_rust_pdk::{
@@ -60,6 +60,7 @@ pub async fn handle_event(
         plugin: instance.plugin.plugin.info.name.clone(),
         event: String::from_utf8_lossy(event_name).into_owned(),
     };
+    instance.last_used.store(daemon.now_ms(), Ordering::Relaxed);
     let phase = Phase::from_name(event_name).ok_or_else(no_handler)?;
     if !instance.plugin.plugin.info.phases.contains(&phase) {
         return Err(no_handler());

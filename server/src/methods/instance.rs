@@ -1,12 +1,16 @@
 //! `plugin.StartInstance`, `plugin.CloseInstance`, `plugin.InstanceStatus`.
 
-use std::sync::{Arc, atomic::Ordering};
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
 use abi_stable::std_types::{RResult, RStr};
 use serde::Serialize;
 
 use super::{MethodError, decode_error, id_argument};
 use crate::{
+    kong_config::{self, KongConfig},
     protocol::{encode, for_each_entry},
     state::{Daemon, Instance, unix_now},
 };
@@ -37,7 +41,8 @@ fn status_of(instance: &Instance) -> impl Serialize + '_ {
     }
 }
 
-/// `[{"Name": plugin, "Config": "<json>"}]` → a new instance.
+/// `[{"Name": plugin, "Config": "<json>"}]` → a new instance. The plugin is constructed
+/// only if no live instance has the same configuration (Kong's bookkeeping keys aside).
 pub fn start(
     daemon: &Daemon,
     msgid: u64,
@@ -63,26 +68,40 @@ pub fn start(
             name: name.to_string(),
             served: served(daemon),
         })?;
-    let config_text = std::str::from_utf8(config.unwrap_or(b"{}"))
-        .map_err(|_| MethodError::bad_argument(START, "Config is not UTF-8 JSON text"))?;
-    let config: serde_json::Value = serde_json::from_str(config_text)
+    let config: serde_json::Value = serde_json::from_slice(config.unwrap_or(b"{}"))
         .map_err(|e| MethodError::bad_argument(START, format!("Config is not JSON: {e}")))?;
+    let KongConfig {
+        canonical,
+        mut meta,
+    } = kong_config::split(&config).map_err(|e| MethodError::bad_argument(START, e))?;
 
-    let handle = match (plugin.plugin.module.new_instance())(RStr::from(config_text)) {
+    let config_error = |reason: String| MethodError::Config {
+        plugin: name.to_string(),
+        reason,
+    };
+    let configured = plugin
+        .configured(&canonical, || {
+            tracing::debug!(plugin = %name, "constructing for a new configuration");
+            match (plugin.plugin.module.new_instance())(RStr::from(canonical.as_str())) {
+                RResult::ROk(handle) => Ok(handle),
+                RResult::RErr(reason) => Err(reason.into_string()),
+            }
+        })
+        .map_err(config_error)?;
+    meta.id = daemon.ids.next();
+    let meta_json = serde_json::to_string(&meta).expect("instance metadata is plain data");
+    let handle = match configured.handle.bind(RStr::from(meta_json.as_str())) {
         RResult::ROk(handle) => handle,
-        RResult::RErr(reason) => {
-            return Err(MethodError::Config {
-                plugin: name.into_owned(),
-                reason: reason.into_string(),
-            });
-        }
+        RResult::RErr(reason) => return Err(config_error(reason.into_string())),
     };
     let now = unix_now();
     let instance = Arc::new(Instance {
-        id: daemon.ids.next(),
+        id: meta.id,
         plugin: plugin.clone(),
+        configured,
         config,
         start_time: now,
+        last_used: AtomicU64::new(daemon.now_ms()),
         handle,
     });
     plugin.last_start_instance.store(now, Ordering::Relaxed);
