@@ -4,8 +4,11 @@
 pub mod connection;
 pub mod dump;
 pub mod ids;
+pub mod kong_conf;
+pub mod kong_config;
 pub mod loader;
 pub mod methods;
 pub mod protocol;
+pub mod serve_lock;
 pub mod server;
 pub mod state;

@@ -79,6 +79,11 @@ impl Scratch {
         self.start_with(plugins, |_| {})
     }
 
+    /// Starts a daemon without waiting for anything (for one that will stand by).
+    pub fn spawn(&self, configure: impl FnOnce(&mut Command)) -> Daemon {
+        self.start_with(&[], configure)
+    }
+
     /// Like [`start`](Self::start), with extra arguments or environment.
     pub fn start_with(&self, plugins: &[&str], configure: impl FnOnce(&mut Command)) -> Daemon {
         let stderr = self.dir.path().join(format!(
@@ -157,6 +162,19 @@ impl Daemon {
     /// Everything the daemon wrote to stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits until the daemon's stderr contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.stderr().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "daemon never logged {needle:?}:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Whether the process is still running.

@@ -269,7 +269,21 @@ fn a_stale_socket_file_is_replaced() {
 fn a_live_socket_of_another_process_is_not_stolen() {
     let scratch = Scratch::with_plugins(&["rust-hello"]);
     let _first = scratch.start(&["rust-hello"]);
-    let out = scratch.command().output().unwrap();
+    // Another daemon, for another plugins directory, on the same prefix: it does not share
+    // the first one's serve lock, and must not take the socket.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        kong_rust_pluginserver_e2e::artifacts::plugin_library("rust-hello"),
+        other.path().join("librust_hello.so"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(kong_rust_pluginserver_e2e::artifacts::daemon_binary())
+        .arg("--plugins-directory")
+        .arg(other.path())
+        .arg("--kong-prefix")
+        .arg(scratch.prefix())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
