@@ -41,7 +41,9 @@ fn main() {
     for _ in 0..1_000 {
         run_one();
     }
+    let cpu_before = cpu_time(daemon.pid());
     let mut samples: Vec<Duration> = (0..events).map(|_| run_one()).collect();
+    let cpu = cpu_time(daemon.pid()) - cpu_before;
     samples.sort_unstable();
     let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
     let total: Duration = samples.iter().sum();
@@ -56,7 +58,23 @@ fn main() {
         total.as_secs_f64() * 1e6 / events as f64
     );
     println!(
+        "  daemon CPU {:>6.1} us per event (user+system, /proc)",
+        cpu.as_secs_f64() * 1e6 / events as f64
+    );
+    println!(
         "  (daemon pid {}; client is this process, same machine)",
         daemon.pid()
     );
+}
+
+/// User+system CPU time of a process, from /proc/<pid>/stat.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_secs_f64(ticks as f64 / hz as f64)
 }
