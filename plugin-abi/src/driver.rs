@@ -44,8 +44,10 @@ pub enum Step<'a> {
     },
     /// It returned `Ok`.
     Done,
-    /// It returned an error or panicked.
+    /// It returned an error.
     Failed(String),
+    /// It panicked; the panic was caught.
+    Panicked(String),
     /// It waits on its own I/O; the waker passed to [`EventDriver::poll`] will be woken.
     Pending,
 }
@@ -120,7 +122,7 @@ impl EventDriver {
             }
             Err(panic) => {
                 self.finish();
-                Step::Failed(format!("panicked: {}", panic_message(&*panic)))
+                Step::Panicked(format!("panicked: {}", panic_message(&*panic)))
             }
         }
     }

@@ -1,13 +1,21 @@
 //! One connection from Kong: a stream of requests, each answered by exactly one response.
 //!
-//! Kong never pipelines on a connection and creates a fresh decoder per call, so the loop
-//! is simple: announce the pid, then frame, dispatch, write, repeat. Buffers are reused for
-//! the life of the connection. A stream that cannot be framed is closed (there is no way to
-//! find the next message in it); other connections are unaffected.
+//! Every connection has its own thread. Kong never pipelines (one request in flight per
+//! connection), so the thread reads a request, runs it (plugin code included) and writes
+//! the response: two system calls per round trip, no hand-off between threads, and a
+//! plugin handler that blocks holds up only the connection it runs on, never another
+//! plugin or another request. Buffers are reused for the life of the connection. A stream
+//! that cannot be framed is closed (there is no way to find the next message in it); other
+//! connections are unaffected.
 
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::UnixStream,
+use std::{
+    future::Future,
+    io::{Read, Write},
+    os::unix::net::UnixStream,
+    pin::pin,
+    sync::Arc,
+    task::{Context, Poll, Wake, Waker},
+    thread::Thread,
 };
 
 use crate::{
@@ -16,59 +24,60 @@ use crate::{
     state::Daemon,
 };
 
-/// Limits applied to every connection.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Largest accepted message, in bytes.
-    pub max_message: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            max_message: 16 << 20,
-        }
-    }
-}
+/// Initial size of a connection's input buffer; it grows for larger messages (up to the
+/// message size limit) and shrinks back after them.
+const INPUT_BUFFER: usize = 8 * 1024;
 
 /// Serves one connection until Kong closes it or sends something unusable.
-pub async fn serve(mut stream: UnixStream, daemon: &Daemon, limits: Limits) {
+pub fn serve(mut stream: UnixStream, daemon: &Daemon) {
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let max_message = daemon.limits.max_message;
     let mut out = Vec::with_capacity(512);
     encode::server_pid(&mut out, daemon.pid);
-    if stream.write_all(&out).await.is_err() {
+    if stream.write_all(&out).is_err() {
         return;
     }
-    let mut input = Vec::with_capacity(4096);
+    let mut input = vec![0u8; INPUT_BUFFER];
+    let mut filled = 0;
     loop {
-        let len = match frame::value_len(&input, limits.max_message) {
+        let len = match frame::value_len(&input[..filled], max_message) {
             Ok(Some(len)) => len,
-            Ok(None) => match stream.read_buf(&mut input).await {
-                Ok(0) => {
-                    if !input.is_empty() {
-                        tracing::warn!(
-                            bytes = input.len(),
-                            "connection closed in the middle of a message"
-                        );
+            Ok(None) => {
+                if filled == input.len() {
+                    input.resize(input.len() * 2, 0);
+                }
+                match stream.read(&mut input[filled..]) {
+                    Ok(0) => {
+                        if filled > 0 {
+                            tracing::warn!(
+                                bytes = filled,
+                                "connection closed in the middle of a message"
+                            );
+                        }
+                        return;
                     }
-                    return;
+                    Ok(n) => {
+                        filled += n;
+                        continue;
+                    }
+                    Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(err) => {
+                        tracing::debug!("connection read failed: {err}");
+                        return;
+                    }
                 }
-                Ok(_) => continue,
-                Err(err) => {
-                    tracing::debug!("connection read failed: {err}");
-                    return;
-                }
-            },
+            }
             Err(err) => {
                 tracing::warn!(
                     "closing connection: {err} (starts with {})",
-                    preview(&input)
+                    preview(&input[..filled])
                 );
                 return;
             }
         };
         out.clear();
         match protocol::parse_request(&input[..len]) {
-            Ok(request) => methods::dispatch(daemon, &request, &mut out).await,
+            Ok(request) => block_on(methods::dispatch(daemon, &request, &mut out), &waker),
             Err(RequestError::Malformed { msgid, reason }) => {
                 tracing::warn!("malformed request {msgid}: {reason}");
                 encode::error(&mut out, msgid, &format!("malformed request: {reason}"));
@@ -78,18 +87,42 @@ pub async fn serve(mut stream: UnixStream, daemon: &Daemon, limits: Limits) {
                 return;
             }
         }
-        if stream.write_all(&out).await.is_err() {
+        if stream.write_all(&out).is_err() {
             return;
         }
-        if len == input.len() {
-            input.clear();
-        } else {
-            input.drain(..len);
-        }
+        input.copy_within(len..filled, 0);
+        filled -= len;
         // Do not keep a buffer that one large message grew.
-        if input.capacity() > 1 << 20 && input.len() < 4096 {
-            input.shrink_to(4096);
+        if input.len() > 1 << 20 && filled <= INPUT_BUFFER {
+            input.truncate(INPUT_BUFFER);
+            input.shrink_to_fit();
         }
+    }
+}
+
+/// Wakes the connection's thread: a plugin that waits on its own I/O resumes it.
+struct ThreadWaker(Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Runs a request to completion on this thread. It only parks when a plugin handler waits
+/// on its own I/O; a handler stopping at a PDK call completes the request at once.
+fn block_on<F: Future>(future: F, waker: &Waker) -> F::Output {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(waker);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
     }
 }
 

@@ -9,6 +9,7 @@ pub mod kong_config;
 pub mod loader;
 pub mod methods;
 pub mod protocol;
+pub mod reload;
 pub mod serve_lock;
 pub mod server;
 pub mod state;

@@ -48,6 +48,25 @@ pub enum LoadError {
         /// What is wrong.
         reason: String,
     },
+    /// The file or directory could be changed by someone other than root or the daemon's
+    /// user: loading it would run their code in the gateway's request path.
+    #[error(
+        "{path}: refusing to load: {reason} (--allow-insecure-plugins overrides, for development only)"
+    )]
+    Insecure {
+        /// The file or directory.
+        path: PathBuf,
+        /// Who could change it.
+        reason: String,
+    },
+    /// The private copy the library is loaded from could not be made.
+    #[error("{path}: cannot copy it for loading: {source}")]
+    Copy {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// Two files declare the same plugin name.
     #[error("{path}: plugin name `{name}` is already provided by {first}")]
     Duplicate {
@@ -60,12 +79,49 @@ pub enum LoadError {
     },
 }
 
+/// How libraries are loaded.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Load a private copy made in this directory (then unlinked) instead of the file
+    /// itself. The dynamic loader reuses an already loaded library of the same path, so
+    /// loading copies is what lets a reload pick up a new build; it also keeps a build
+    /// written over the original in place from changing code that is running.
+    pub copy_dir: Option<PathBuf>,
+    /// Skip the ownership and permission checks (development only).
+    pub allow_insecure: bool,
+}
+
+/// Identifies a file's content as loaded, to tell whether a reload must load it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileIdentity {
+    device: u64,
+    inode: u64,
+    size: u64,
+    modified: SystemTime,
+}
+
+impl FileIdentity {
+    /// The identity of the file at `path` now.
+    pub fn of(path: &Path) -> std::io::Result<FileIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path)?;
+        Ok(FileIdentity {
+            device: meta.dev(),
+            inode: meta.ino(),
+            size: meta.len(),
+            modified: meta.modified()?,
+        })
+    }
+}
+
 /// A plugin library that passed every check.
 pub struct LoadedPlugin {
     /// What Kong learns about the plugin from the dump.
     pub info: PluginInfo,
     /// The library file.
     pub path: PathBuf,
+    /// The file as it was when loaded.
+    pub identity: Option<FileIdentity>,
     /// The file's modification time, as loaded.
     pub modified: SystemTime,
     /// When it was loaded.
@@ -107,23 +163,31 @@ pub struct Scan {
     pub failures: Vec<LoadError>,
 }
 
-/// Loads every `*.so` in `dir`, in file name order (so the first of two files claiming one
-/// name is predictable).
-pub fn scan(dir: &Path) -> Result<Scan, LoadError> {
+/// The `*.so` files of `dir`, in file name order (so the first of two files claiming one
+/// name is predictable). The directory itself must pass the ownership checks.
+pub fn plugin_files(dir: &Path, options: &LoadOptions) -> Result<Vec<PathBuf>, LoadError> {
     let dir_error = |source| LoadError::Directory {
         dir: dir.to_owned(),
         source,
     };
+    let meta = std::fs::metadata(dir).map_err(dir_error)?;
+    if !options.allow_insecure {
+        check_owner(dir, &meta)?;
+    }
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(dir_error)?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| path.extension().is_some_and(|ext| ext == "so") && path.is_file())
         .collect();
     files.sort();
+    Ok(files)
+}
 
+/// Loads every `*.so` in `dir`.
+pub fn scan(dir: &Path, options: &LoadOptions) -> Result<Scan, LoadError> {
     let mut scan = Scan::default();
-    for path in files {
-        match load(&path) {
+    for path in plugin_files(dir, options)? {
+        match load(&path, options) {
             Ok(plugin) => {
                 if let Some(first) = scan.plugins.get(&plugin.info.name) {
                     scan.failures.push(LoadError::Duplicate {
@@ -142,17 +206,34 @@ pub fn scan(dir: &Path) -> Result<Scan, LoadError> {
 }
 
 /// Loads one plugin library.
-pub fn load(path: &Path) -> Result<LoadedPlugin, LoadError> {
+pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedPlugin, LoadError> {
     let library_error = |err: LibraryError| LoadError::Library {
         path: path.to_owned(),
         reason: summarize(path, &err),
     };
-    let module = lib_header_from_path(path)
-        .and_then(|header| header.init_root_module::<PluginModuleRef>())
-        .map_err(library_error)?;
+    if !options.allow_insecure {
+        let meta = std::fs::metadata(path).map_err(|source| LoadError::Copy {
+            path: path.to_owned(),
+            source,
+        })?;
+        check_owner(path, &meta)?;
+    }
+    let identity = FileIdentity::of(path).ok();
+    let module = match &options.copy_dir {
+        Some(dir) => {
+            let copy = private_copy(path, dir)?;
+            let loaded = lib_header_from_path(&copy)
+                .and_then(|header| header.init_root_module::<PluginModuleRef>());
+            // The mapping stays valid without the file; nothing to clean up later.
+            let _ = std::fs::remove_file(&copy);
+            loaded
+        }
+        None => lib_header_from_path(path).and_then(|h| h.init_root_module::<PluginModuleRef>()),
+    }
+    .map_err(library_error)?;
     let info = match (module.info())() {
         RResult::ROk(info) => validate(info),
-        RResult::RErr(err) => Err(err.into_string()),
+        RResult::RErr(err) => Err(err.message.into_string()),
     }
     .map_err(|reason| LoadError::InvalidInfo {
         path: path.to_owned(),
@@ -164,10 +245,57 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, LoadError> {
     Ok(LoadedPlugin {
         info,
         path: path.to_owned(),
+        identity,
         modified,
         loaded: SystemTime::now(),
         module,
     })
+}
+
+/// Refuses files and directories that someone other than root or the daemon's user owns,
+/// or that group members or others may write.
+fn check_owner(path: &Path, meta: &std::fs::Metadata) -> Result<(), LoadError> {
+    use std::os::unix::fs::MetadataExt;
+    let insecure = |reason: String| LoadError::Insecure {
+        path: path.to_owned(),
+        reason,
+    };
+    // SAFETY: geteuid(2) has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if meta.uid() != 0 && meta.uid() != euid {
+        return Err(insecure(format!(
+            "it belongs to uid {}, neither root nor the daemon's user (uid {euid})",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(insecure(format!(
+            "group members or others may write it (mode {:o})",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// Copies `path` into `dir` under a name no other load uses.
+fn private_copy(path: &Path, dir: &Path) -> Result<PathBuf, LoadError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COPIES: AtomicU64 = AtomicU64::new(0);
+    let copy_error = |source| LoadError::Copy {
+        path: path.to_owned(),
+        source,
+    };
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("plugin");
+    let copy = dir.join(format!(
+        "{stem}-{}-{}.so",
+        std::process::id(),
+        COPIES.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::copy(path, &copy).map_err(copy_error)?;
+    Ok(copy)
 }
 
 /// Says in one line why abi_stable refused a library. Its own messages span many lines
@@ -259,6 +387,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn writable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("open.so");
+        std::fs::write(&file, b"x").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let err = load(&file, &LoadOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("may write it (mode 666)"), "{err}");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = scan(dir.path(), &LoadOptions::default()).unwrap_err();
+        assert!(matches!(err, LoadError::Insecure { .. }), "{err}");
+        let relaxed = LoadOptions {
+            allow_insecure: true,
+            ..LoadOptions::default()
+        };
+        assert!(scan(dir.path(), &relaxed).is_ok());
+    }
+
+    #[test]
     fn names_that_could_escape_the_prefix_are_refused() {
         assert!(is_valid_name("rust-hello"));
         assert!(is_valid_name("rate_limit2"));
@@ -278,7 +425,7 @@ mod tests {
 
     #[test]
     fn a_missing_directory_is_a_clear_error() {
-        let err = scan(Path::new("/nonexistent/plugins")).unwrap_err();
+        let err = scan(Path::new("/nonexistent/plugins"), &LoadOptions::default()).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/plugins"), "{err}");
     }
 
@@ -287,7 +434,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("garbage.so"), b"not an ELF file").unwrap();
         std::fs::write(dir.path().join("readme.txt"), b"ignored").unwrap();
-        let scan = scan(dir.path()).unwrap();
+        let scan = scan(dir.path(), &LoadOptions::default()).unwrap();
         assert!(scan.plugins.is_empty());
         assert_eq!(scan.failures.len(), 1);
         assert!(scan.failures[0].to_string().contains("garbage.so"));

@@ -4,22 +4,25 @@ use std::{
     io::Write,
     path::{Path, PathBuf},
     process::ExitCode,
-    sync::Arc,
-    time::Duration,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use kong_rust_pluginserver::{
-    connection::Limits,
     dump::Dump,
     kong_conf::{self, Form},
-    loader::{self, Scan},
+    loader::{self, LoadOptions, Scan},
+    reload,
     serve_lock::{self, Acquired, ServeLock},
-    server,
-    state::Daemon,
+    server::{self, Server, SocketAccess},
+    state::{Daemon, Limits},
 };
-use tokio::signal::unix::{SignalKind, signal};
+use signal_hook::{
+    consts::{SIGHUP, SIGINT, SIGTERM},
+    iterator::Signals,
+};
 
 /// Serves Rust plugins (cdylib .so files built with kong-rust-pdk) to Kong Gateway.
 ///
@@ -90,6 +93,33 @@ struct ServeArgs {
     /// an expired instance again on its next request (it gets "no plugin instance").
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     instance_idle_timeout: u64,
+
+    /// Seconds an event may wait for Kong's next Step before it is freed as abandoned
+    /// (Kong's own socket timeout is 60 s).
+    #[arg(long, value_name = "SECONDS", default_value_t = Limits::default().event_timeout.as_secs())]
+    event_timeout: u64,
+
+    /// Most events one instance may have in flight at once.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_events_per_instance)]
+    max_events_per_instance: usize,
+
+    /// Most connections served at once (each gets a thread).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+
+    /// Seconds to let events in flight finish after SIGTERM.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    drain_timeout: u64,
+
+    /// Also let members of this group (name or gid) connect to the sockets (mode 0660
+    /// instead of 0600), e.g. when Kong's workers run as another user than the daemon.
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
+
+    /// Load plugin files and directories that other users own or may write. Such a file
+    /// runs anyone's code in the gateway's request path: for development only.
+    #[arg(long)]
+    allow_insecure_plugins: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,8 +188,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     run_daemon(location, serve)
 }
 
+/// Loads for the dump and kong-conf: in place, read-only, checks applied.
 fn load_plugins(dir: &Path) -> anyhow::Result<Scan> {
-    let scan = loader::scan(dir)?;
+    let scan = loader::scan(dir, &LoadOptions::default())?;
     for failure in &scan.failures {
         tracing::error!("skipped: {failure}");
     }
@@ -218,71 +249,173 @@ fn print_kong_conf(
 }
 
 fn run_daemon(location: Location, serve: ServeArgs) -> anyhow::Result<()> {
+    let options = LoadOptions {
+        copy_dir: Some(location.kong_prefix.join(".kong-rust-pluginserver-libs")),
+        allow_insecure: serve.allow_insecure_plugins,
+    };
     // Fail fast on an unusable directory, before waiting for the lock.
-    load_plugins(&location.plugins_directory)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("kong-rust-pluginserver")
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async move {
-        let mut shutdown = Box::pin(shutdown_signal()?);
-        std::fs::create_dir_all(&location.kong_prefix).with_context(|| {
-            format!(
-                "creating the kong prefix {}",
-                location.kong_prefix.display()
-            )
-        })?;
-        let Some(_lock) = wait_for_serve_lock(&location, shutdown.as_mut()).await? else {
-            tracing::info!("standby stopped");
-            return Ok(());
-        };
-        // Load now, not before the wait: a standby that takes over serves current files.
-        let scan = load_plugins(&location.plugins_directory)?;
-        if scan.plugins.is_empty() {
-            bail!(
-                "no usable plugin in {}; nothing to serve",
+    loader::plugin_files(&location.plugins_directory, &options)?;
+    let access = SocketAccess {
+        group: serve
+            .socket_group
+            .as_deref()
+            .map(resolve_group)
+            .transpose()?,
+    };
+    let mut signals =
+        Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing signal handlers")?;
+    exit_with_parent();
+    std::fs::create_dir_all(&location.kong_prefix).with_context(|| {
+        format!(
+            "creating the kong prefix {}",
+            location.kong_prefix.display()
+        )
+    })?;
+
+    let Some(_lock) = wait_for_serve_lock(&location, &mut signals)? else {
+        tracing::info!("standby stopped");
+        return Ok(());
+    };
+    let copy_dir = options.copy_dir.as_deref().expect("set above");
+    create_private_dir(copy_dir)?;
+    // Load now, not before the wait: a standby that takes over serves current files.
+    let scan = loader::scan(&location.plugins_directory, &options)?;
+    for failure in &scan.failures {
+        tracing::error!("skipped: {failure}");
+    }
+    if scan.plugins.is_empty() {
+        bail!(
+            "no usable plugin in {}; nothing to serve",
+            location.plugins_directory.display()
+        );
+    }
+    for plugin in scan.plugins.values() {
+        let info = &plugin.info;
+        tracing::info!(
+            plugin = %info.name,
+            version = %info.version,
+            priority = info.priority,
+            phases = ?info.phases.iter().map(|p| p.name()).collect::<Vec<_>>(),
+            "loaded {}",
+            plugin.path.display()
+        );
+    }
+    let limits = Limits {
+        max_message: serve.max_message_size,
+        max_events_per_instance: serve.max_events_per_instance,
+        max_connections: serve.max_connections,
+        event_timeout: Duration::from_secs(serve.event_timeout),
+    };
+    let daemon = Arc::new(Daemon::new(scan.plugins, limits));
+    let server = Server::new(daemon.clone());
+    for plugin in daemon.plugins() {
+        let socket = server::bind(&location.kong_prefix, &plugin.plugin.info.name, access)?;
+        server.listen(socket)?;
+    }
+    let idle =
+        (serve.instance_idle_timeout > 0).then(|| Duration::from_secs(serve.instance_idle_timeout));
+    start_housekeeping(daemon.clone(), idle)?;
+
+    for signal in signals.forever() {
+        if signal == SIGHUP {
+            tracing::info!(
+                "SIGHUP: rescanning {}",
                 location.plugins_directory.display()
             );
-        }
-        for plugin in scan.plugins.values() {
-            let info = &plugin.info;
-            tracing::info!(
-                plugin = %info.name,
-                version = %info.version,
-                priority = info.priority,
-                phases = ?info.phases.iter().map(|p| p.name()).collect::<Vec<_>>(),
-                "loaded {}",
-                plugin.path.display()
+            let reloaded = reload::reload(
+                &server,
+                &location.plugins_directory,
+                &location.kong_prefix,
+                access,
+                &options,
             );
+            tracing::info!(
+                "reload done: {} added, {} upgraded, {} failed",
+                reloaded.added.len(),
+                reloaded.upgraded.len(),
+                reloaded.failed
+            );
+        } else {
+            break;
         }
-        let names = sorted_names(&scan)
-            .into_iter()
-            .map(str::to_owned)
-            .collect::<Vec<_>>();
-        let daemon = Arc::new(Daemon::new(scan.plugins));
-        let sockets = server::bind_all(&location.kong_prefix, names.iter().map(String::as_str))?;
-        if serve.instance_idle_timeout > 0 {
-            let idle = Duration::from_secs(serve.instance_idle_timeout);
-            tokio::spawn(expire_idle_instances(daemon.clone(), idle));
+    }
+    drain(&daemon, Duration::from_secs(serve.drain_timeout));
+    Ok(())
+}
+
+/// After SIGTERM: refuse new events, let the running ones finish (Kong still sends their
+/// Steps), up to `timeout`.
+fn drain(daemon: &Daemon, timeout: Duration) {
+    daemon.draining.store(true, Ordering::Relaxed);
+    let live = daemon.live_events.load(Ordering::Relaxed);
+    tracing::info!(
+        "shutting down: finishing {live} events in flight (at most {}s)",
+        timeout.as_secs()
+    );
+    let deadline = Instant::now() + timeout;
+    while daemon.live_events.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let left = daemon.live_events.load(Ordering::Relaxed);
+    if left > 0 {
+        tracing::warn!(
+            "stopped with {left} events unfinished after {}s",
+            timeout.as_secs()
+        );
+    } else {
+        tracing::info!("stopped");
+    }
+}
+
+/// Kong starts the daemon; when Kong is gone, so is the daemon. The kernel sends SIGTERM
+/// when the parent process exits, which takes the normal shutdown path.
+fn exit_with_parent() {
+    // SAFETY: getppid(2) and prctl(2) with PR_SET_PDEATHSIG have no memory preconditions.
+    unsafe {
+        let parent = libc::getppid();
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+        // The parent may have died before prctl: then the signal never comes.
+        if libc::getppid() != parent {
+            libc::raise(libc::SIGTERM);
         }
-        let limits = Limits {
-            max_message: serve.max_message_size,
-        };
-        server::serve(daemon, sockets, limits, shutdown).await;
-        tracing::info!("shutting down");
-        Ok(())
-    })
+    }
+}
+
+/// A directory only the daemon's user can enter, for the private library copies.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restricting {}", dir.display()))
+}
+
+/// A group name or number, as a gid.
+fn resolve_group(group: &str) -> anyhow::Result<u32> {
+    if let Ok(gid) = group.parse() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(group).context("group name")?;
+    // SAFETY: getgrnam(3) with a valid C string; the result is read before any other call.
+    let entry = unsafe { libc::getgrnam(name.as_ptr()) };
+    if entry.is_null() {
+        bail!("--socket-group: no group named {group:?}");
+    }
+    // SAFETY: non-null result of getgrnam.
+    Ok(unsafe { (*entry).gr_gid })
 }
 
 /// How often a standby checks whether the serving daemon is gone.
 const STANDBY_POLL: Duration = Duration::from_millis(200);
 
-/// Takes the serve lock, standing by while another daemon holds it. `None` when shutdown
-/// came first.
-async fn wait_for_serve_lock(
+/// Takes the serve lock, standing by while another daemon holds it. `None` when SIGTERM or
+/// SIGINT came first.
+fn wait_for_serve_lock(
     location: &Location,
-    mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    signals: &mut Signals,
 ) -> anyhow::Result<Option<ServeLock>> {
     let path = serve_lock::lock_path(&location.kong_prefix, &location.plugins_directory);
     let mut announced = false;
@@ -308,33 +441,38 @@ async fn wait_for_serve_lock(
                 }
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(STANDBY_POLL) => {}
-            _ = shutdown.as_mut() => return Ok(None),
+        std::thread::sleep(STANDBY_POLL);
+        // A standby has nothing to reload: it loads the plugins when it takes over.
+        if signals.pending().any(|s| s != SIGHUP) {
+            return Ok(None);
         }
     }
 }
 
-async fn expire_idle_instances(daemon: Arc<Daemon>, idle: Duration) {
-    let period = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
-    let mut ticks = tokio::time::interval(period);
-    loop {
-        ticks.tick().await;
-        let expired = daemon.expire_idle_instances(idle);
-        if expired > 0 {
-            tracing::info!("released {expired} instances idle for {}s", idle.as_secs());
-        }
-    }
-}
-
-/// Completes on SIGTERM (what Kong sends when it stops) or SIGINT.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    })
+/// Releases idle instances and frees abandoned events, in the background.
+fn start_housekeeping(daemon: Arc<Daemon>, idle: Option<Duration>) -> anyhow::Result<()> {
+    let timeouts = [Some(daemon.limits.event_timeout), idle];
+    let period = timeouts
+        .iter()
+        .flatten()
+        .map(|t| *t / 4)
+        .min()
+        .unwrap_or(Duration::from_secs(30))
+        .clamp(Duration::from_millis(100), Duration::from_secs(30));
+    std::thread::Builder::new()
+        .name("housekeeping".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(period);
+                if let Some(idle) = idle {
+                    let expired = daemon.expire_idle_instances(idle);
+                    if expired > 0 {
+                        tracing::info!("released {expired} instances idle for {}s", idle.as_secs());
+                    }
+                }
+                daemon.reap_abandoned_events();
+            }
+        })
+        .context("starting the housekeeping thread")?;
+    Ok(())
 }

@@ -1,6 +1,8 @@
 //! A daemon process under test.
 
 use std::{
+    fs::Permissions,
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -27,6 +29,10 @@ impl Scratch {
             .expect("temp dir");
         std::fs::create_dir(dir.path().join("plugins")).unwrap();
         std::fs::create_dir(dir.path().join("prefix")).unwrap();
+        // As an operator installs them: not writable by group or others (the daemon
+        // refuses plugins that are), whatever the umask.
+        std::fs::set_permissions(dir.path().join("plugins"), Permissions::from_mode(0o755))
+            .unwrap();
         Scratch { dir }
     }
 
@@ -44,6 +50,7 @@ impl Scratch {
         let source = artifacts::plugin_library(crate_name);
         let target = self.plugins_dir().join(source.file_name().unwrap());
         std::fs::copy(&source, &target).expect("copy plugin library");
+        std::fs::set_permissions(&target, Permissions::from_mode(0o644)).unwrap();
         target
     }
 

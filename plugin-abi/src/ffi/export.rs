@@ -13,13 +13,13 @@ use std::{
 use abi_stable::{
     prefix_type::PrefixTypeTrait,
     sabi_trait::TD_Opaque,
-    std_types::{RErr, ROk, RResult, RStr, RString},
+    std_types::{RErr, ROk, RResult, RStr},
 };
 
 use super::{
     ConfiguredBox, ConfiguredFfi, ConfiguredFfi_TO, EventBox, EventFfi, EventFfi_TO, EventPoll,
-    FfiWaker, InstanceBox, InstanceFfi, InstanceFfi_TO, Phase, PluginInfoFfi, PluginModule,
-    PluginModuleRef, StepInput,
+    FfiWaker, InstanceBox, InstanceFfi, InstanceFfi_TO, Phase, PluginErrorFfi, PluginInfoFfi,
+    PluginModule, PluginModuleRef, StepInput,
 };
 use crate::{
     driver::{EventDriver, Input, Step, panic_message},
@@ -36,15 +36,21 @@ pub fn module_for<P: Plugin>() -> PluginModuleRef {
     .leak_into_prefix()
 }
 
-fn caught<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> RResult<T, RString> {
+fn caught<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> RResult<T, PluginErrorFfi> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => ROk(v),
-        Ok(Err(e)) => RErr(e.into()),
-        Err(panic) => RErr(format!("{what} panicked: {}", panic_message(&*panic)).into()),
+        Ok(Err(e)) => RErr(PluginErrorFfi {
+            message: e.into(),
+            panicked: false,
+        }),
+        Err(panic) => RErr(PluginErrorFfi {
+            message: format!("{what} panicked: {}", panic_message(&*panic)).into(),
+            panicked: true,
+        }),
     }
 }
 
-extern "C" fn info<P: Plugin>() -> RResult<PluginInfoFfi, RString> {
+extern "C" fn info<P: Plugin>() -> RResult<PluginInfoFfi, PluginErrorFfi> {
     caught("the plugin's config_schema()", || {
         Ok(PluginInfoFfi {
             name: P::NAME.into(),
@@ -59,7 +65,9 @@ extern "C" fn info<P: Plugin>() -> RResult<PluginInfoFfi, RString> {
     })
 }
 
-extern "C" fn new_instance<P: Plugin>(config_json: RStr<'_>) -> RResult<ConfiguredBox, RString> {
+extern "C" fn new_instance<P: Plugin>(
+    config_json: RStr<'_>,
+) -> RResult<ConfiguredBox, PluginErrorFfi> {
     caught("the plugin's constructor", || {
         let plugin = construct::<P>(config_json.as_str()).map_err(|e| e.to_string())?;
         Ok(ConfiguredFfi_TO::from_value(
@@ -96,7 +104,7 @@ impl<T> Drop for Contained<T> {
 struct Configured<P>(Contained<Arc<P>>);
 
 impl<P: Plugin> ConfiguredFfi for Configured<P> {
-    fn bind(&self, instance_json: RStr<'_>) -> RResult<InstanceBox, RString> {
+    fn bind(&self, instance_json: RStr<'_>) -> RResult<InstanceBox, PluginErrorFfi> {
         caught("binding an instance", || {
             let info = InstanceInfo::from_json(instance_json.as_str())
                 .map_err(|e| format!("bad instance description: {e}"))?;
@@ -117,17 +125,20 @@ struct Instance<P> {
 }
 
 impl<P: Plugin> InstanceFfi for Instance<P> {
-    fn start_event(&self, phase_code: u8) -> RResult<EventBox, RString> {
-        match Phase::from_code(phase_code) {
-            Some(phase) if P::PHASES.contains(&phase) => ROk(EventFfi_TO::from_value(
-                EventDriver::start(Arc::clone(&self.plugin), self.info.clone(), phase),
-                TD_Opaque,
-            )),
-            Some(phase) => {
-                RErr(format!("plugin {} does not implement the {phase} phase", P::NAME).into())
+    fn start_event(&self, phase_code: u8) -> RResult<EventBox, PluginErrorFfi> {
+        caught("starting the handler", || {
+            match Phase::from_code(phase_code) {
+                Some(phase) if P::PHASES.contains(&phase) => Ok(EventFfi_TO::from_value(
+                    EventDriver::start(Arc::clone(&self.plugin), self.info.clone(), phase),
+                    TD_Opaque,
+                )),
+                Some(phase) => Err(format!(
+                    "plugin {} does not implement the {phase} phase",
+                    P::NAME
+                )),
+                None => Err(format!("unknown phase code {phase_code}")),
             }
-            None => RErr(format!("unknown phase code {phase_code}").into()),
-        }
+        })
     }
 }
 
@@ -145,6 +156,7 @@ impl EventFfi for EventDriver {
             },
             Step::Done => EventPoll::Done,
             Step::Failed(reason) => EventPoll::Failed(reason.into()),
+            Step::Panicked(reason) => EventPoll::Panicked(reason.into()),
             Step::Pending => EventPoll::Pending,
         })
     }

@@ -32,11 +32,12 @@ use abi_stable::{
 #[sabi(missing_field(panic))]
 pub struct PluginModule {
     /// Static description of the plugin: name, version, priority, phases, schema.
-    pub info: extern "C" fn() -> RResult<PluginInfoFfi, RString>,
+    pub info: extern "C" fn() -> RResult<PluginInfoFfi, PluginErrorFfi>,
     /// Builds the plugin for one configuration (JSON text, Kong's bookkeeping keys removed).
     /// The daemon calls it once per distinct configuration and shares the result.
     #[sabi(last_prefix_field)]
-    pub new_instance: extern "C" fn(config_json: RStr<'_>) -> RResult<ConfiguredBox, RString>,
+    pub new_instance:
+        extern "C" fn(config_json: RStr<'_>) -> RResult<ConfiguredBox, PluginErrorFfi>,
 }
 
 impl RootModule for PluginModuleRef {
@@ -44,6 +45,17 @@ impl RootModule for PluginModuleRef {
     const BASE_NAME: &'static str = "kong_rust_plugin";
     const NAME: &'static str = "kong_rust_plugin";
     const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}
+
+/// An error from plugin code, telling a panic from a returned error so the daemon can
+/// count panics.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct PluginErrorFfi {
+    /// What went wrong.
+    pub message: RString,
+    /// Whether plugin code panicked.
+    pub panicked: bool,
 }
 
 /// Static description of a plugin, as the daemon reads it at load time.
@@ -144,7 +156,7 @@ impl std::fmt::Display for Phase {
 pub trait ConfiguredFfi: Send + Sync {
     /// Binds it to one Kong instance: `instance_json` is the
     /// [`InstanceInfo`](crate::InstanceInfo) (id and Kong's bookkeeping keys) as JSON.
-    fn bind(&self, instance_json: RStr<'_>) -> RResult<InstanceBox, RString>;
+    fn bind(&self, instance_json: RStr<'_>) -> RResult<InstanceBox, PluginErrorFfi>;
 }
 
 /// A boxed configured plugin, owned by the daemon.
@@ -155,7 +167,7 @@ pub type ConfiguredBox = ConfiguredFfi_TO<'static, RBox<()>>;
 pub trait InstanceFfi: Send + Sync {
     /// Starts the handler of phase `phase_code` ([`Phase::code`]) for one request.
     /// Returns an error if the plugin does not implement that phase.
-    fn start_event(&self, phase_code: u8) -> RResult<EventBox, RString>;
+    fn start_event(&self, phase_code: u8) -> RResult<EventBox, PluginErrorFfi>;
 }
 
 /// A boxed instance, owned by the daemon.
@@ -199,8 +211,10 @@ pub enum EventPoll<'a> {
     },
     /// The handler returned successfully.
     Done,
-    /// The handler returned an error or panicked.
+    /// The handler returned an error.
     Failed(RString),
+    /// The handler panicked (the panic was caught in the plugin library).
+    Panicked(RString),
     /// The handler waits on its own I/O; the waker will be woken.
     Pending,
 }

@@ -7,7 +7,6 @@
 
 use std::{future::poll_fn, sync::atomic::Ordering, task::Poll, time::Instant};
 
-use abi_stable::std_types::RResult;
 use kong_rust_pdk::{
     Phase,
     ffi::{EventPoll, FfiWaker, StepInput},
@@ -65,31 +64,38 @@ pub async fn handle_event(
     if !instance.plugin.plugin.info.phases.contains(&phase) {
         return Err(no_handler());
     }
-    let handle = match instance.handle.start_event(phase.code()) {
-        RResult::ROk(handle) => handle,
-        RResult::RErr(reason) => {
-            return Err(MethodError::HandlerFailed {
-                plugin: instance.plugin.plugin.info.name.clone(),
-                phase,
-                reason: reason.into_string(),
-            });
+    let plugin = &instance.plugin;
+    if daemon.draining.load(Ordering::Relaxed) {
+        return Err(MethodError::Draining {
+            plugin: plugin.plugin.info.name.clone(),
+        });
+    }
+    let limit = daemon.limits.max_events_per_instance;
+    if instance.live_events.load(Ordering::Relaxed) >= limit {
+        return Err(MethodError::TooManyEvents {
+            plugin: plugin.plugin.info.name.clone(),
+            instance: instance.id,
+            limit,
+        });
+    }
+    plugin.counters.events.fetch_add(1, Ordering::Relaxed);
+    let handle = instance.handle.start_event(phase.code()).into_result();
+    let handle = handle.map_err(|err| {
+        let counter = if err.panicked {
+            &plugin.counters.panics
+        } else {
+            &plugin.counters.failures
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        MethodError::HandlerFailed {
+            plugin: plugin.plugin.info.name.clone(),
+            phase,
+            reason: err.message.into_string(),
         }
-    };
-    let event = Event {
-        instance,
-        phase,
-        handle,
-        started: Instant::now(),
-    };
-    drive(
-        daemon,
-        daemon.ids.next(),
-        event,
-        StepInput::Resume,
-        msgid,
-        out,
-    )
-    .await
+    })?;
+    let event = Event::new(daemon, instance.clone(), phase, handle);
+    let event_id = daemon.ids.next();
+    drive(daemon, event_id, event, StepInput::Resume, msgid, out).await
 }
 
 /// `[{"EventId": id, "Data": value}]` (no `Data` when Kong's answer was nil) → the next
@@ -130,6 +136,7 @@ enum Outcome {
     /// Finished (returned, or handed out a call that ends the event).
     Finished,
     Failed(String),
+    Panicked(String),
 }
 
 /// Runs the handler to its next stop and writes the StepData for it.
@@ -168,11 +175,13 @@ async fn drive(
                 Poll::Ready(Outcome::Finished)
             }
             EventPoll::Failed(reason) => Poll::Ready(Outcome::Failed(reason.into_string())),
+            EventPoll::Panicked(reason) => Poll::Ready(Outcome::Panicked(reason.into_string())),
         }
     })
     .await;
     match outcome {
         Outcome::Waiting => {
+            event.waiting_since = Instant::now();
             daemon.events.insert(event_id, SyncWrapper::new(event));
             Ok(())
         }
@@ -187,14 +196,27 @@ async fn drive(
             );
             Ok(())
         }
-        Outcome::Failed(reason) => Err(MethodError::HandlerFailed {
-            plugin: event.instance.plugin.plugin.info.name.clone(),
-            phase: event.phase,
-            reason: format!(
-                "{reason} (instance {}, event {event_id})",
-                event.instance.id
-            ),
-        }),
+        Outcome::Failed(reason) => Err(failed(&event, event_id, false, reason)),
+        Outcome::Panicked(reason) => Err(failed(&event, event_id, true, reason)),
+    }
+}
+
+/// Counts a failed event and describes it with plugin, phase, instance and event.
+fn failed(event: &Event, event_id: u64, panicked: bool, reason: String) -> MethodError {
+    let counters = &event.instance.plugin.counters;
+    let counter = if panicked {
+        &counters.panics
+    } else {
+        &counters.failures
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    MethodError::HandlerFailed {
+        plugin: event.instance.plugin.plugin.info.name.clone(),
+        phase: event.phase,
+        reason: format!(
+            "{reason} (instance {}, event {event_id})",
+            event.instance.id
+        ),
     }
 }
 

@@ -23,8 +23,7 @@ pub fn plugin_info(
         .map_err(|e| MethodError::bad_argument("plugin.GetPluginInfo", e))?;
     let name = String::from_utf8_lossy(name);
     let entry = daemon
-        .plugins
-        .get(name.as_ref())
+        .plugin(name.as_ref())
         .ok_or_else(|| MethodError::UnknownPlugin {
             name: name.to_string(),
             served: instance::served(daemon),
@@ -38,6 +37,8 @@ pub fn plugin_info(
 #[serde(rename_all = "PascalCase")]
 struct Status {
     pid: u32,
+    live_events: usize,
+    draining: bool,
     plugins: BTreeMap<String, PluginStatus>,
 }
 
@@ -50,8 +51,13 @@ struct PluginStatus {
     modtime: u64,
     load_time: u64,
     instances: Vec<serde_json::Value>,
+    configurations: usize,
     last_start_instance: u64,
     last_close_instance: u64,
+    events: u64,
+    failures: u64,
+    panics: u64,
+    abandoned: u64,
 }
 
 /// `[any]` → `{"Pid", "Plugins": {name: {...}}}`.
@@ -62,19 +68,26 @@ pub fn status(daemon: &Daemon, msgid: u64, out: &mut Vec<u8>) -> Result<(), Meth
             .unwrap_or(0)
     };
     let plugins = daemon
-        .plugins
-        .iter()
-        .map(|(name, entry)| {
+        .plugins()
+        .into_iter()
+        .map(|entry| {
             let plugin = &entry.plugin;
+            let name = &plugin.info.name;
+            let counters = &entry.counters;
             let status = PluginStatus {
                 name: name.clone(),
                 version: plugin.info.version.clone(),
                 file: plugin.path.display().to_string(),
                 modtime: secs(plugin.modified),
                 load_time: secs(plugin.loaded),
-                instances: instance::statuses_of(daemon, name),
+                instances: instance::statuses_of(daemon, &entry),
+                configurations: entry.configurations(),
                 last_start_instance: entry.last_start_instance.load(Ordering::Relaxed),
                 last_close_instance: entry.last_close_instance.load(Ordering::Relaxed),
+                events: counters.events.load(Ordering::Relaxed),
+                failures: counters.failures.load(Ordering::Relaxed),
+                panics: counters.panics.load(Ordering::Relaxed),
+                abandoned: counters.abandoned.load(Ordering::Relaxed),
             };
             (name.clone(), status)
         })
@@ -84,6 +97,8 @@ pub fn status(daemon: &Daemon, msgid: u64, out: &mut Vec<u8>) -> Result<(), Meth
         out,
         &Status {
             pid: daemon.pid,
+            live_events: daemon.live_events.load(Ordering::Relaxed),
+            draining: daemon.draining.load(Ordering::Relaxed),
             plugins,
         },
     );

@@ -2,17 +2,18 @@
 
 use std::sync::{
     Arc,
-    atomic::{AtomicU64, Ordering},
+    atomic::{AtomicU64, AtomicUsize, Ordering},
 };
 
-use abi_stable::std_types::{RResult, RStr};
+use abi_stable::std_types::RStr;
+use kong_rust_pdk::ffi::PluginErrorFfi;
 use serde::Serialize;
 
 use super::{MethodError, decode_error, id_argument};
 use crate::{
     kong_config::{self, KongConfig},
     protocol::{encode, for_each_entry},
-    state::{Daemon, Instance, unix_now},
+    state::{Daemon, Instance, PluginEntry, unix_now},
 };
 
 const START: &str = "plugin.StartInstance";
@@ -62,8 +63,7 @@ pub fn start(
     let name = name.ok_or_else(|| MethodError::bad_argument(START, "missing Name"))?;
     let name = String::from_utf8_lossy(name);
     let plugin = daemon
-        .plugins
-        .get(name.as_ref())
+        .plugin(name.as_ref())
         .ok_or_else(|| MethodError::UnknownPlugin {
             name: name.to_string(),
             served: served(daemon),
@@ -75,25 +75,28 @@ pub fn start(
         mut meta,
     } = kong_config::split(&config).map_err(|e| MethodError::bad_argument(START, e))?;
 
-    let config_error = |reason: String| MethodError::Config {
-        plugin: name.to_string(),
-        reason,
+    let config_error = |err: PluginErrorFfi| {
+        if err.panicked {
+            plugin.counters.panics.fetch_add(1, Ordering::Relaxed);
+        }
+        MethodError::Config {
+            plugin: name.to_string(),
+            reason: err.message.into_string(),
+        }
     };
     let configured = plugin
         .configured(&canonical, || {
             tracing::debug!(plugin = %name, "constructing for a new configuration");
-            match (plugin.plugin.module.new_instance())(RStr::from(canonical.as_str())) {
-                RResult::ROk(handle) => Ok(handle),
-                RResult::RErr(reason) => Err(reason.into_string()),
-            }
+            (plugin.plugin.module.new_instance())(RStr::from(canonical.as_str())).into_result()
         })
         .map_err(config_error)?;
     meta.id = daemon.ids.next();
     let meta_json = serde_json::to_string(&meta).expect("instance metadata is plain data");
-    let handle = match configured.handle.bind(RStr::from(meta_json.as_str())) {
-        RResult::ROk(handle) => handle,
-        RResult::RErr(reason) => return Err(config_error(reason.into_string())),
-    };
+    let handle = configured
+        .handle
+        .bind(RStr::from(meta_json.as_str()))
+        .into_result()
+        .map_err(config_error)?;
     let now = unix_now();
     let instance = Arc::new(Instance {
         id: meta.id,
@@ -102,6 +105,7 @@ pub fn start(
         config,
         start_time: now,
         last_used: AtomicU64::new(daemon.now_ms()),
+        live_events: AtomicUsize::new(0),
         handle,
     });
     plugin.last_start_instance.store(now, Ordering::Relaxed);
@@ -150,19 +154,22 @@ pub fn status(
 }
 
 /// The InstanceStatus maps of every instance of `plugin`, for GetStatus.
-pub fn statuses_of(daemon: &Daemon, plugin: &str) -> Vec<serde_json::Value> {
+pub fn statuses_of(daemon: &Daemon, plugin: &Arc<PluginEntry>) -> Vec<serde_json::Value> {
     daemon
         .instances
         .iter()
-        .filter(|entry| entry.plugin.plugin.info.name == plugin)
+        .filter(|entry| Arc::ptr_eq(&entry.plugin, plugin))
         .map(|entry| serde_json::to_value(status_of(entry.value())).unwrap_or_default())
         .collect()
 }
 
 /// The served plugin names, sorted, for error messages.
 pub fn served(daemon: &Daemon) -> String {
-    let mut names: Vec<&str> = daemon.plugins.keys().map(String::as_str).collect();
-    names.sort_unstable();
+    let plugins = daemon.plugins();
+    let names: Vec<&str> = plugins
+        .iter()
+        .map(|p| p.plugin.info.name.as_str())
+        .collect();
     if names.is_empty() {
         "(no plugins)".into()
     } else {

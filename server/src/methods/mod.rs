@@ -60,6 +60,22 @@ pub enum MethodError {
         /// The event name Kong sent.
         event: String,
     },
+    /// SIGTERM arrived: events already running finish, new ones are refused.
+    #[error("plugin {plugin}: the pluginserver is shutting down; not starting new events")]
+    Draining {
+        /// The plugin.
+        plugin: String,
+    },
+    /// The instance already has the configured maximum of events in flight.
+    #[error("plugin {plugin} instance {instance} already has {limit} events in flight (limit)")]
+    TooManyEvents {
+        /// The plugin.
+        plugin: String,
+        /// The instance id.
+        instance: u64,
+        /// The limit in force.
+        limit: usize,
+    },
     /// The plugin's handler returned an error or panicked.
     #[error("plugin {plugin} {phase} handler failed: {reason}")]
     HandlerFailed {
@@ -101,7 +117,9 @@ pub async fn dispatch(daemon: &Daemon, request: &Request<'_>, out: &mut Vec<u8>)
     if let Err(err) = result {
         out.truncate(start);
         match &err {
-            MethodError::HandlerFailed { .. } | MethodError::Config { .. } => {
+            MethodError::HandlerFailed { .. }
+            | MethodError::Config { .. }
+            | MethodError::TooManyEvents { .. } => {
                 tracing::warn!("{err}")
             }
             _ => tracing::debug!("request failed: {err}"),
