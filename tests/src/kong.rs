@@ -296,3 +296,41 @@ type Connection = BufReader<UnixStream>;
 pub fn read_value(stream: &mut impl std::io::Read) -> Result<Value, RpcError> {
     rmpv::decode::read_value(stream).map_err(|e| RpcError::Io(format!("read: {e}")))
 }
+
+impl Kong {
+    /// `plugin.GetStatus`, with the daemon-wide and per-plugin figures flattened:
+    /// `LiveEvents`, `Draining`, and `<plugin>.<Counter>` (Events, Failures, Panics,
+    /// Abandoned, Configurations, Instances = the number of instances).
+    pub fn status(&self) -> std::collections::HashMap<String, u64> {
+        let status = self
+            .call("plugin.GetStatus", Value::Nil)
+            .expect("GetStatus");
+        let mut figures = std::collections::HashMap::new();
+        for key in ["LiveEvents", "Pid"] {
+            if let Some(v) = get(&status, key).and_then(Value::as_u64) {
+                figures.insert(key.to_owned(), v);
+            }
+        }
+        if let Some(draining) = get(&status, "Draining").and_then(Value::as_bool) {
+            figures.insert("Draining".to_owned(), u64::from(draining));
+        }
+        for (name, plugin) in get(&status, "Plugins")
+            .and_then(Value::as_map)
+            .into_iter()
+            .flatten()
+        {
+            let name = name.as_str().unwrap_or_default();
+            for (key, value) in plugin.as_map().into_iter().flatten() {
+                let key = key.as_str().unwrap_or_default();
+                let figure = match value {
+                    Value::Array(items) => Some(items.len() as u64),
+                    other => other.as_u64(),
+                };
+                if let Some(figure) = figure {
+                    figures.insert(format!("{name}.{key}"), figure);
+                }
+            }
+        }
+        figures
+    }
+}

@@ -1,6 +1,15 @@
 //! A plugin for the end-to-end tests: its `mode` config picks what the access handler does.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll, Waker},
+    time::Duration,
+};
 
 use kong_rust_pdk::prelude::*;
 use schemars::JsonSchema;
@@ -18,6 +27,12 @@ pub enum Mode {
     Panic,
     /// Returns an error after one PDK call.
     Fail,
+    /// Blocks its thread for `delay_ms` (as a handler doing blocking I/O would), then sets
+    /// `x-blocked`.
+    Block,
+    /// Waits `delay_ms` on its own asynchronous work (woken from another thread, through
+    /// the daemon's waker), then sets `x-waited`.
+    Wait,
 }
 
 /// Probe configuration. Unknown keys are refused, so the tests notice if Kong's
@@ -30,6 +45,9 @@ pub struct Config {
     /// Panic in the constructor.
     #[serde(default)]
     pub panic_in_new: bool,
+    /// How long `block` and `wait` take, in milliseconds.
+    #[serde(default)]
+    pub delay_ms: u64,
 }
 
 /// Counts constructor runs, so the tests can see when instances are shared.
@@ -38,6 +56,7 @@ static CONSTRUCTED: AtomicU64 = AtomicU64::new(0);
 /// The probe plugin.
 pub struct Probe {
     mode: Mode,
+    delay: Duration,
     /// Which construction this is (1, 2, ...).
     serial: u64,
 }
@@ -53,6 +72,7 @@ impl Plugin for Probe {
         }
         Ok(Probe {
             mode: config.mode,
+            delay: Duration::from_millis(config.delay_ms),
             serial: CONSTRUCTED.fetch_add(1, Ordering::SeqCst) + 1,
         })
     }
@@ -78,6 +98,57 @@ impl Plugin for Probe {
             Mode::Exit => kong.response().exit(403, Some("denied"), None).await,
             Mode::Panic => panic!("probe handler panic"),
             Mode::Fail => Err(PdkError::plugin("probe failure")),
+            Mode::Block => {
+                std::thread::sleep(self.delay);
+                kong.response().set_header("x-blocked", "yes").await
+            }
+            Mode::Wait => {
+                Delay::new(self.delay).await;
+                kong.response().set_header("x-waited", "yes").await
+            }
         }
+    }
+}
+
+/// A timer completed by another thread: stands for a plugin's own asynchronous I/O.
+struct Delay {
+    duration: Duration,
+    state: Arc<Mutex<(bool, Option<Waker>)>>,
+    started: bool,
+}
+
+impl Delay {
+    fn new(duration: Duration) -> Delay {
+        Delay {
+            duration,
+            state: Arc::new(Mutex::new((false, None))),
+            started: false,
+        }
+    }
+}
+
+impl Future for Delay {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.state.lock().unwrap();
+        if state.0 {
+            return Poll::Ready(());
+        }
+        state.1 = Some(cx.waker().clone());
+        drop(state);
+        if !self.started {
+            self.started = true;
+            let (duration, state) = (self.duration, self.state.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(duration);
+                let mut state = state.lock().unwrap();
+                state.0 = true;
+                if let Some(waker) = state.1.take() {
+                    waker.wake();
+                }
+            });
+        }
+        Poll::Pending
     }
 }
