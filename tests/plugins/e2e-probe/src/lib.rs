@@ -63,7 +63,7 @@ impl Plugin for Probe {
                     .set_header("x-echo", probe.as_deref().unwrap_or("(none)"))
                     .await
             }
-            Mode::Exit => kong.response().exit(403, Some("denied"), None).await,
+            Mode::Exit => kong.response().exit(403, "denied").await,
             Mode::Panic => panic!("probe handler panic"),
             Mode::Fail => Err(PdkError::plugin("probe failure")),
         }

@@ -1,0 +1,64 @@
+//! `kong.ctx.shared`: values shared by the plugins of one request.
+//!
+//! Values are dynamic ([`Value`]); the typed helpers decode them for you.
+//!
+//! ```
+//! # use kong_rust_pdk::prelude::*;
+//! async fn access(kong: &Kong) -> PdkResult<()> {
+//!     kong.ctx().shared().set("tenant", "acme").await?;
+//!     let tenant = kong.ctx().shared().get("tenant").await?;
+//!     assert_eq!(tenant.as_ref().and_then(Value::as_str), Some("acme"));
+//!     Ok(())
+//! }
+//! ```
+
+use serde::de::DeserializeOwned;
+
+use super::Kong;
+use crate::{
+    error::{PdkError, PdkResult},
+    value::Value,
+};
+
+/// `kong.ctx`, from [`Kong::ctx`].
+pub struct Ctx<'k> {
+    pub(crate) kong: &'k Kong,
+}
+
+impl<'k> Ctx<'k> {
+    /// `kong.ctx.shared`: the table every plugin of the request sees.
+    pub fn shared(&self) -> CtxShared<'k> {
+        CtxShared { kong: self.kong }
+    }
+}
+
+/// `kong.ctx.shared`, from [`Ctx::shared`].
+pub struct CtxShared<'k> {
+    pub(crate) kong: &'k Kong,
+}
+
+impl CtxShared<'_> {
+    /// `kong.ctx.shared.get(key)`: the value, `None` if unset.
+    /// Phases: all (in `log`, the request's saved table).
+    pub async fn get(&self, key: &str) -> PdkResult<Option<Value>> {
+        self.kong.call("kong.ctx.shared.get", &(key,)).await
+    }
+
+    /// [`get`](Self::get), decoded into `T` (a string, number, struct...).
+    pub async fn get_as<T: DeserializeOwned>(&self, key: &str) -> PdkResult<Option<T>> {
+        let Some(value) = self.get(key).await? else {
+            return Ok(None);
+        };
+        value.decode().map(Some).map_err(|reason| PdkError::Decode {
+            method: "kong.ctx.shared.get".into(),
+            reason: format!("{key}: {reason}"),
+        })
+    }
+
+    /// `kong.ctx.shared.set(key, value)`. Phases: all (in `log`, the request's saved table).
+    pub async fn set(&self, key: &str, value: impl Into<Value>) -> PdkResult<()> {
+        self.kong
+            .call_unit("kong.ctx.shared.set", &(key, value.into()))
+            .await
+    }
+}
