@@ -112,9 +112,15 @@ impl Exchange {
             if nil {
                 PdkError::NoValue { method }
             } else {
+                let hint = match e {
+                    rmp_serde::decode::Error::Utf8Error(_) => {
+                        " (Kong's strings need not be UTF-8: read this one as bytes, e.g. with a `*_bytes` method)"
+                    }
+                    _ => "",
+                };
                 PdkError::Decode {
                     method,
-                    reason: e.to_string(),
+                    reason: format!("{e}{hint}"),
                 }
             }
         }))

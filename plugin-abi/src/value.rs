@@ -290,7 +290,12 @@ impl std::ops::Deref for Bytes {
 
 impl fmt::Debug for Bytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "b{:?}", String::from_utf8_lossy(&self.0))
+        // Like a Rust byte string literal: printable ASCII as is, the rest escaped.
+        f.write_str("b\"")?;
+        for &b in &self.0 {
+            write!(f, "{}", std::ascii::escape_default(b))?;
+        }
+        f.write_str("\"")
     }
 }
 

@@ -617,7 +617,10 @@ pub(crate) fn answer(sim: &mut Simulation, phase: Phase, method: &str, args: &[V
         }
         "kong.log.serialize" => s(serialize(req, rec).to_string()),
 
-        _ => nil(),
+        _ => {
+            rec.unknown_calls.push(method.to_owned());
+            nil()
+        }
     }
 }
 
@@ -780,4 +783,60 @@ fn serialize(req: &TestRequest, rec: &Recorded) -> serde_json::Value {
             .insert(parts[parts.len() - 1].to_owned(), to_json(value));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `"kong.…"` function name the PDK wrappers use.
+    fn pdk_methods() -> Vec<String> {
+        let sources = [
+            include_str!("../pdk/client.rs"),
+            include_str!("../pdk/ctx.rs"),
+            include_str!("../pdk/ip.rs"),
+            include_str!("../pdk/log.rs"),
+            include_str!("../pdk/nginx.rs"),
+            include_str!("../pdk/node.rs"),
+            include_str!("../pdk/request.rs"),
+            include_str!("../pdk/response.rs"),
+            include_str!("../pdk/router.rs"),
+            include_str!("../pdk/service.rs"),
+            include_str!("../pdk/vault.rs"),
+        ];
+        let mut methods: Vec<String> = sources
+            .iter()
+            .flat_map(|src| src.split('"').skip(1).step_by(2))
+            .filter(|lit| lit.starts_with("kong.") && !lit.contains(' ') && !lit.contains('('))
+            .map(str::to_owned)
+            .collect();
+        methods.sort();
+        methods.dedup();
+        methods
+    }
+
+    #[test]
+    fn the_kit_answers_every_function_the_pdk_wraps() {
+        let methods = pdk_methods();
+        assert!(methods.len() > 90, "found only {methods:?}");
+        let args = [
+            Value::from("x"),
+            Value::from(1),
+            Value::from(2),
+            Value::from(3),
+        ];
+        for method in &methods {
+            let mut sim = Simulation::new(TestRequest::get("/"));
+            for phase in Phase::ALL {
+                let _ = answer(&mut sim, phase, method, &args);
+            }
+            assert!(
+                sim.unknown_calls.is_empty(),
+                "the kit does not answer {method}"
+            );
+        }
+        let mut sim = Simulation::new(TestRequest::get("/"));
+        let _ = answer(&mut sim, Phase::Access, "kong.nope.nothing", &[]);
+        assert_eq!(sim.unknown_calls, ["kong.nope.nothing"]);
+    }
 }

@@ -144,6 +144,9 @@ pub struct Recorded {
     pub logs: Vec<LogLine>,
     /// Every PDK call, in order.
     pub calls: Vec<Call>,
+    /// Calls of functions the kit does not model (answered nil, as Kong answers a
+    /// function it cannot find); answer them with [`TestRequest::answer`](super::TestRequest::answer).
+    pub unknown_calls: Vec<String>,
 }
 
 impl Recorded {
