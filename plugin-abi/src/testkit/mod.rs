@@ -83,3 +83,6 @@ impl TestRequest {
         sim
     }
 }
+
+#[cfg(test)]
+mod tests;
