@@ -1,7 +1,7 @@
 //! `kong.client` and `kong.client.tls`: who is calling.
 //!
 //! ```
-//! # use kong_rust_pdk::prelude::*;
+//! # use kong_rust_pdk::{prelude::*, testkit::TestRequest, types::Consumer};
 //! async fn access(kong: &Kong) -> PdkResult<()> {
 //!     let ip = kong.client().get_forwarded_ip().await?;
 //!     match kong.client().get_consumer().await? {
@@ -9,6 +9,16 @@
 //!         None => kong.response().exit(401, "who are you?").await,
 //!     }
 //! }
+//!
+//! let anonymous = TestRequest::get("/").run_handler(Phase::Access, |k| Box::pin(access(k)));
+//! assert_eq!(anonymous.response.status, 401);
+//!
+//! let alice = Consumer { id: "c1".into(), ..Consumer::default() };
+//! let known = TestRequest::get("/")
+//!     .forwarded_ip("203.0.113.7")
+//!     .consumer(alice)
+//!     .run_handler(Phase::Access, |k| Box::pin(access(k)));
+//! assert!(known.logged("info", "203.0.113.7 is c1"));
 //! ```
 
 use super::{Kong, NO_ARGS, args};

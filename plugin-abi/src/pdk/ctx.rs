@@ -3,13 +3,21 @@
 //! Values are dynamic ([`Value`]); the typed helpers decode them for you.
 //!
 //! ```
-//! # use kong_rust_pdk::prelude::*;
+//! # use kong_rust_pdk::{prelude::*, testkit::TestRequest};
 //! async fn access(kong: &Kong) -> PdkResult<()> {
-//!     kong.ctx().shared().set("tenant", "acme").await?;
+//!     let hits = kong.ctx().shared().get_as::<i64>("hits").await?.unwrap_or(0);
+//!     kong.ctx().shared().set("hits", hits + 1).await?;
 //!     let tenant = kong.ctx().shared().get("tenant").await?;
-//!     assert_eq!(tenant.as_ref().and_then(Value::as_str), Some("acme"));
-//!     Ok(())
+//!     let tenant = tenant.as_ref().and_then(Value::as_str).unwrap_or("none");
+//!     kong.service().request().set_header("x-tenant", tenant).await
 //! }
+//!
+//! let sim = TestRequest::get("/")
+//!     .ctx_shared("tenant", "acme")
+//!     .ctx_shared("hits", 2)
+//!     .run_handler(Phase::Access, |k| Box::pin(access(k)));
+//! assert_eq!(sim.ctx_shared["hits"], Value::Int(3));
+//! assert_eq!(sim.upstream_request.header("x-tenant"), Some("acme"));
 //! ```
 
 use serde::de::DeserializeOwned;

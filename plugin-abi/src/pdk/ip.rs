@@ -1,14 +1,18 @@
 //! `kong.ip`: trusted-address checks.
 //!
 //! ```
-//! # use kong_rust_pdk::prelude::*;
+//! # use kong_rust_pdk::{prelude::*, testkit::TestRequest};
 //! async fn access(kong: &Kong) -> PdkResult<()> {
 //!     let peer = kong.client().get_ip().await?;
 //!     if !kong.ip().is_trusted(&peer).await? {
-//!         kong.log().notice("untrusted peer").await?;
+//!         return kong.response().exit(403, "untrusted peer").await;
 //!     }
 //!     Ok(())
 //! }
+//!
+//! let sim = TestRequest::get("/").client_ip("10.0.0.9").trusted_ip("10.0.0.1")
+//!     .run_handler(Phase::Access, |k| Box::pin(access(k)));
+//! assert_eq!(sim.exit.as_ref().map(|e| e.status), Some(403));
 //! ```
 
 use super::Kong;

@@ -1,13 +1,22 @@
 //! `kong.log`: write to Kong's error log, and the serialized request of the log phase.
 //!
 //! ```
-//! # use kong_rust_pdk::prelude::*;
+//! # use kong_rust_pdk::{prelude::*, testkit::{Simulation, TestRequest}};
+//! async fn access(kong: &Kong) -> PdkResult<()> {
+//!     kong.log().set_serialize_value("rust.seen", true, None).await
+//! }
+//!
 //! async fn log(kong: &Kong) -> PdkResult<()> {
 //!     let entry = kong.log().serialize().await?;
 //!     let status = entry["response"]["status"].as_u64().unwrap_or(0);
-//!     kong.log().set_serialize_value("rust.seen", true, None).await?;
-//!     kong.log().notice(&format!("served {status}")).await
+//!     let seen = entry["rust"]["seen"].as_bool().unwrap_or(false);
+//!     kong.log().notice(&format!("served {status}, seen={seen}")).await
 //! }
+//!
+//! let mut sim = Simulation::new(TestRequest::get("/"));
+//! sim.run_handler(Phase::Access, |k| Box::pin(access(k))).result.unwrap();
+//! sim.run_handler(Phase::Log, |k| Box::pin(log(k))).result.unwrap();
+//! assert!(sim.logged("notice", "served 200, seen=true"));
 //! ```
 
 use serde::{Serialize, de::DeserializeOwned};

@@ -9,6 +9,9 @@
 //! Results follow what Kong really sends: `Option` wherever Kong may answer nil (the call
 //! failed on Kong's side, or the value is absent); a non-`Option` result that Kong answers
 //! with nil is a [`PdkError::NoValue`](crate::PdkError::NoValue) naming the function.
+//!
+//! Each group's example runs against the simulated Kong of the `testkit` feature
+//! (`TestRequest::run_handler`), so it doubles as a test.
 
 mod client;
 mod ctx;
@@ -46,12 +49,16 @@ pub(crate) const NO_ARGS: [(); 0] = [];
 /// The handle a phase handler uses to talk to Kong for the current request.
 ///
 /// ```
-/// # use kong_rust_pdk::prelude::*;
+/// # use kong_rust_pdk::{prelude::*, testkit::TestRequest};
 /// async fn access(kong: &Kong) -> PdkResult<()> {
 ///     let host = kong.request().get_header("host").await?.unwrap_or_default();
 ///     kong.service().request().set_header("x-original-host", &host).await?;
 ///     kong.log().info(&format!("proxying for {host}")).await
 /// }
+///
+/// let sim = TestRequest::get("/").header("host", "example.com")
+///     .run_handler(Phase::Access, |kong| Box::pin(access(kong)));
+/// assert_eq!(sim.upstream_request.header("x-original-host"), Some("example.com"));
 /// ```
 pub struct Kong {
     exchange: Arc<Exchange>,

@@ -1,13 +1,18 @@
 //! `kong.nginx`: nginx variables, `ngx.ctx` and the subsystem.
 //!
 //! ```
-//! # use kong_rust_pdk::prelude::*;
+//! # use kong_rust_pdk::{prelude::*, testkit::TestRequest};
 //! async fn access(kong: &Kong) -> PdkResult<()> {
 //!     let id = kong.nginx().get_var("request_id").await?.unwrap_or_default();
 //!     kong.nginx().set_ctx("rust_request_id", id.as_str()).await?;
 //!     let started = kong.nginx().req_start_time().await?;
 //!     kong.log().debug(&format!("{id} started at {started}")).await
 //! }
+//!
+//! let sim = TestRequest::get("/").nginx_var("request_id", "r-1")
+//!     .run_handler(Phase::Access, |k| Box::pin(access(k)));
+//! assert_eq!(sim.nginx_ctx["rust_request_id"], Value::from("r-1"));
+//! assert!(sim.logged("debug", "r-1 started at"));
 //! ```
 
 use std::collections::BTreeMap;

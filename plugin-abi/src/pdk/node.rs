@@ -1,14 +1,18 @@
 //! `kong.node`, `kong.cluster` and `kong.plugin`: where the plugin runs.
 //!
 //! ```
-//! # use kong_rust_pdk::prelude::*;
+//! # use kong_rust_pdk::{prelude::*, testkit::{self, TestRequest}};
 //! async fn access(kong: &Kong) -> PdkResult<()> {
 //!     let node = kong.node().get_id().await?;
 //!     let plugin = kong.plugin().get_id().await?;
-//!     let stats = kong.node().get_memory_stats().await?;
-//!     kong.log().debug(&format!("{plugin} on {node}: {} workers", stats.workers_lua_vms.len()))
-//!         .await
+//!     let cluster = kong.cluster().get_id().await?.unwrap_or_else(|| "none".into());
+//!     let workers = kong.node().get_memory_stats().await?.workers_lua_vms.len();
+//!     kong.log().debug(&format!("{plugin} on {node} in {cluster}: {workers} workers")).await
 //! }
+//!
+//! let sim = TestRequest::get("/").run_handler(Phase::Access, |k| Box::pin(access(k)));
+//! let line = format!("{} on {} in none: 1 workers", testkit::PLUGIN_ID, testkit::NODE_ID);
+//! assert!(sim.logged("debug", &line));
 //! ```
 
 use super::{Kong, NO_ARGS};

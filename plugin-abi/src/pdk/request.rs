@@ -4,16 +4,19 @@
 //! only the headers are reliable (Kong answers them from data saved for the log timer).
 //!
 //! ```
-//! # use kong_rust_pdk::prelude::*;
+//! # use kong_rust_pdk::{prelude::*, testkit::TestRequest};
 //! async fn access(kong: &Kong) -> PdkResult<()> {
 //!     let req = kong.request();
 //!     let method = req.get_method().await?;
 //!     let path = req.get_path().await?;
-//!     let query = req.get_query(None).await?;
-//!     let debug = query.contains("debug");
+//!     let debug = req.get_query(None).await?.contains("debug");
 //!     let agent = req.get_header("user-agent").await?.unwrap_or_default();
 //!     kong.log().info(&format!("{method} {path} debug={debug} by {agent}")).await
 //! }
+//!
+//! let sim = TestRequest::get("/items?debug").header("User-Agent", "curl")
+//!     .run_handler(Phase::Access, |k| Box::pin(access(k)));
+//! assert!(sim.logged("info", "GET /items debug=true by curl"));
 //! ```
 
 use super::{Kong, NO_ARGS, args};

@@ -7,8 +7,7 @@
 //! [`PdkError::AfterExit`](crate::PdkError::AfterExit).
 //!
 //! ```
-//! # use kong_rust_pdk::prelude::*;
-//! # use kong_rust_pdk::types::{Body, Multimap};
+//! # use kong_rust_pdk::{prelude::*, testkit::TestRequest, types::{Body, Multimap}};
 //! async fn access(kong: &Kong) -> PdkResult<()> {
 //!     if kong.request().get_header("x-token").await?.is_none() {
 //!         let headers = Multimap::new().with("www-authenticate", "Token");
@@ -17,6 +16,15 @@
 //!     }
 //!     kong.response().set_header("x-checked", "yes").await
 //! }
+//!
+//! let denied = TestRequest::get("/").run_handler(Phase::Access, |k| Box::pin(access(k)));
+//! assert_eq!(denied.response.status, 401);
+//! assert_eq!(denied.response.body, br#"{"message":"token required"}"#);
+//! assert_eq!(denied.response.header("www-authenticate"), Some("Token"));
+//!
+//! let allowed = TestRequest::get("/").header("x-token", "t")
+//!     .run_handler(Phase::Access, |k| Box::pin(access(k)));
+//! assert_eq!(allowed.response.header("x-checked"), Some("yes"));
 //! ```
 
 use super::{Kong, NO_ARGS, args};

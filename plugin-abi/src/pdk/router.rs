@@ -1,7 +1,7 @@
 //! `kong.router`: the route and service the request matched.
 //!
 //! ```
-//! # use kong_rust_pdk::prelude::*;
+//! # use kong_rust_pdk::{prelude::*, testkit::TestRequest, types::Route};
 //! async fn access(kong: &Kong) -> PdkResult<()> {
 //!     if let Some(route) = kong.router().get_route().await? {
 //!         let name = route.name.unwrap_or(route.id);
@@ -9,6 +9,10 @@
 //!     }
 //!     Ok(())
 //! }
+//!
+//! let route = Route { id: "r1".into(), name: Some("items".into()), ..Route::default() };
+//! let sim = TestRequest::get("/").route(route).run_handler(Phase::Access, |k| Box::pin(access(k)));
+//! assert_eq!(sim.response.header("x-route"), Some("items"));
 //! ```
 
 use super::{Kong, NO_ARGS};

@@ -1,7 +1,7 @@
 //! `kong.service`, `kong.service.request` and `kong.service.response`: the upstream.
 //!
 //! ```
-//! # use kong_rust_pdk::prelude::*;
+//! # use kong_rust_pdk::{prelude::*, testkit::{Simulation, TestRequest, UpstreamResponse}};
 //! async fn access(kong: &Kong) -> PdkResult<()> {
 //!     let upstream = kong.service().request();
 //!     upstream.set_header("x-forwarded-by", "rust").await?;
@@ -10,10 +10,19 @@
 //! }
 //!
 //! async fn response(kong: &Kong) -> PdkResult<()> {
-//!     let status = kong.service().response().get_status().await?;
+//!     let status = kong.service().response().get_status().await?.unwrap_or(0);
 //!     let body = kong.service().response().get_raw_body().await?;
-//!     kong.response().set_header("x-upstream", &format!("{status:?} {}", body.len())).await
+//!     kong.response().set_header("x-upstream", &format!("{status} {}", body.len())).await
 //! }
+//!
+//! let request = TestRequest::get("/items")
+//!     .upstream_response(UpstreamResponse::new(200).body("[1,2]"));
+//! let mut sim = Simulation::new(request);
+//! sim.run_handler(Phase::Access, |k| Box::pin(access(k))).result.unwrap();
+//! sim.run_handler(Phase::Response, |k| Box::pin(response(k))).result.unwrap();
+//! assert_eq!(sim.upstream_request.path, "/v2/items");
+//! assert_eq!(sim.upstream_request.timeouts, Some((1_000, 5_000, 5_000)));
+//! assert_eq!(sim.response.header("x-upstream"), Some("200 5"));
 //! ```
 
 use serde::Serialize;

@@ -1,7 +1,7 @@
 //! `kong.vault`: resolve secret references such as `{vault://env/my-secret}`.
 //!
 //! ```
-//! # use kong_rust_pdk::prelude::*;
+//! # use kong_rust_pdk::{prelude::*, testkit::TestRequest};
 //! async fn access(kong: &Kong) -> PdkResult<()> {
 //!     let reference = "{vault://env/api-key}";
 //!     if kong.vault().is_reference(reference).await? {
@@ -10,6 +10,10 @@
 //!     }
 //!     Ok(())
 //! }
+//!
+//! let sim = TestRequest::get("/").vault_secret("{vault://env/api-key}", "s3cret")
+//!     .run_handler(Phase::Access, |k| Box::pin(access(k)));
+//! assert_eq!(sim.upstream_request.header("x-api-key"), Some("s3cret"));
 //! ```
 
 use std::collections::BTreeMap;

@@ -52,6 +52,7 @@
 
 mod answer;
 mod block_on;
+mod handler;
 mod record;
 mod request;
 mod sim;
@@ -59,6 +60,7 @@ mod sim;
 use std::sync::Arc;
 
 pub use answer::{HOSTNAME, NODE_ID, PLUGIN_ID, START_TIME};
+pub use handler::HandlerFn;
 pub use record::{Call, ClientResponse, Exit, LogLine, PhaseOutcome, Recorded, UpstreamRequest};
 pub use request::{TestRequest, UpstreamResponse};
 pub use sim::Simulation;
