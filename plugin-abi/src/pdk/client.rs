@@ -88,6 +88,10 @@ impl<'k> Client<'k> {
 
     /// `kong.client.authenticate(consumer, credential)`: marks the request authenticated.
     /// Kong requires at least one of the two. Phase: access.
+    ///
+    /// Pass the consumer whenever you have one: with only a credential the first
+    /// argument is a nil, which Lua may drop from the argument list (Kong then refuses
+    /// the call as having neither).
     pub async fn authenticate(
         &self,
         consumer: Option<&Consumer>,

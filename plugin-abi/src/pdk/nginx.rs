@@ -17,10 +17,13 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{Kong, NO_ARGS};
-use crate::{error::PdkResult, value::Value};
+use crate::{
+    error::{PdkError, PdkResult},
+    value::Value,
+};
 
 /// `kong.nginx`, from [`Kong::nginx`].
 pub struct Nginx<'k> {
@@ -69,6 +72,17 @@ impl Nginx<'_> {
     /// Phases: all (in `log`, a copy saved for the timer).
     pub async fn get_ctx(&self, key: &str) -> PdkResult<Option<Value>> {
         self.kong.call("kong.nginx.get_ctx", &(key,)).await
+    }
+
+    /// [`get_ctx`](Self::get_ctx), decoded into `T` (a string, number, struct...).
+    pub async fn get_ctx_as<T: DeserializeOwned>(&self, key: &str) -> PdkResult<Option<T>> {
+        let Some(value) = self.get_ctx(key).await? else {
+            return Ok(None);
+        };
+        value.decode().map(Some).map_err(|reason| PdkError::Decode {
+            method: "kong.nginx.get_ctx".into(),
+            reason: format!("{key}: {reason}"),
+        })
     }
 
     /// `kong.nginx.set_ctx(key, value)`: sets `ngx.ctx[key]`.

@@ -47,7 +47,7 @@ impl Simulation {
     /// (Kong would still run `log`).
     pub fn run<P: Plugin>(&mut self, plugin: &Arc<P>, phase: Phase) -> PhaseOutcome {
         let mut driver = EventDriver::start(plugin.clone(), phase);
-        let waker = thread_waker();
+        let (waker, unpark) = thread_waker();
         let mut reply: Option<Option<Vec<u8>>> = None;
         loop {
             let input = match &reply {
@@ -58,10 +58,10 @@ impl Simulation {
             let step = driver.poll(input, &waker);
             reply = None;
             let (method, args) = match step {
-                Step::Pending => {
-                    wait();
-                    continue;
-                }
+                Step::Pending => match wait(&unpark) {
+                    Ok(()) => continue,
+                    Err(reason) => return self.outcome(phase, Err(reason), false),
+                },
                 Step::Done => return self.outcome(phase, Ok(()), false),
                 Step::Failed(reason) => return self.outcome(phase, Err(reason), false),
                 Step::Call { method, args } => (method.to_owned(), decode_args(args)),

@@ -185,3 +185,14 @@ fn forced_nil_answers_surface_as_no_value_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn a_handler_that_is_never_woken_fails_instead_of_hanging() {
+    async fn stuck(_: &Kong) -> PdkResult<()> {
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+    let mut sim = Simulation::new(TestRequest::get("/"));
+    let outcome = sim.run_handler(Phase::Access, |k| Box::pin(stuck(k)));
+    assert!(outcome.result.unwrap_err().contains("never woken"));
+}
