@@ -46,6 +46,15 @@ pub enum PdkError {
         /// The call still in flight.
         pending: Cow<'static, str>,
     },
+    /// A PDK call was made after `kong.response.exit` or `kong.response.error`, which end
+    /// the request: Kong never answers them and the event is already finished.
+    #[error("{method} was called after {ending}, which ends the request; nothing can follow it")]
+    AfterExit {
+        /// The rejected call.
+        method: Cow<'static, str>,
+        /// The call that ended the request.
+        ending: Cow<'static, str>,
+    },
     /// A failure reported by plugin code.
     #[error("{0}")]
     Plugin(String),

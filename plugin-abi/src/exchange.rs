@@ -26,6 +26,9 @@ struct State {
     /// Whether the pending call was taken out by the driver (and so awaits an answer).
     taken: bool,
     args: Vec<u8>,
+    /// Set once a call that ends the event (`kong.response.exit`/`error`) was submitted:
+    /// Kong never answers it, so no later call can be served.
+    ended: Option<Cow<'static, str>>,
     reply: Reply,
     reply_buf: Vec<u8>,
 }
@@ -36,6 +39,11 @@ enum Reply {
     None,
     Nil,
     Value,
+}
+
+/// PDK calls Kong never answers: handing one out ends the event.
+pub(crate) fn ends_event(method: &str) -> bool {
+    matches!(method, "kong.response.exit" | "kong.response.error")
 }
 
 /// A call handed out to the driver.
@@ -57,6 +65,12 @@ impl Exchange {
         args: &A,
     ) -> PdkResult<()> {
         let mut state = self.lock();
+        if let Some(ending) = &state.ended {
+            return Err(PdkError::AfterExit {
+                method,
+                ending: ending.clone(),
+            });
+        }
         if let Some(pending) = &state.pending {
             return Err(PdkError::ConcurrentCall {
                 method,
@@ -64,11 +78,17 @@ impl Exchange {
             });
         }
         state.args.clear();
-        if let Err(e) = rmp_serde::encode::write(&mut state.args, args) {
+        // Structs go out as maps: Kong decodes a MessagePack map into a Lua table with named
+        // fields, which is what every PDK function taking a table expects.
+        let mut ser = rmp_serde::Serializer::new(&mut state.args).with_struct_map();
+        if let Err(e) = args.serialize(&mut ser) {
             return Err(PdkError::Encode {
                 method,
                 reason: e.to_string(),
             });
+        }
+        if ends_event(&method) {
+            state.ended = Some(method.clone());
         }
         state.pending = Some(method);
         state.taken = false;
@@ -92,9 +112,15 @@ impl Exchange {
             if nil {
                 PdkError::NoValue { method }
             } else {
+                let hint = match e {
+                    rmp_serde::decode::Error::Utf8Error(_) => {
+                        " (Kong's strings need not be UTF-8: read this one as bytes, e.g. with a `*_bytes` method)"
+                    }
+                    _ => "",
+                };
                 PdkError::Decode {
                     method,
-                    reason: e.to_string(),
+                    reason: format!("{e}{hint}"),
                 }
             }
         }))
@@ -171,6 +197,30 @@ mod tests {
         };
         assert!(matches!(err, PdkError::NoValue { .. }), "{err}");
         assert!(err.to_string().contains("kong.request.get_path"));
+    }
+
+    #[test]
+    fn structs_are_sent_as_maps_and_nothing_follows_an_exit() {
+        #[derive(serde::Serialize)]
+        struct Opts {
+            mode: &'static str,
+        }
+        let ex = Exchange::default();
+        ex.submit(
+            "kong.log.set_serialize_value".into(),
+            &("k", 1, Opts { mode: "add" }),
+        )
+        .unwrap();
+        let mut args = Vec::new();
+        ex.take_call(&mut args).unwrap();
+        assert_eq!(&args[..4], [0x93, 0xa1, b'k', 0x01]);
+        assert_eq!(args[4], 0x81, "a one-entry map");
+
+        let ex = Exchange::default();
+        ex.submit("kong.response.exit".into(), &(403,)).unwrap();
+        ex.take_call(&mut Vec::new()).unwrap();
+        let err = ex.submit("kong.log.err".into(), &("late",)).unwrap_err();
+        assert!(matches!(err, PdkError::AfterExit { .. }), "{err}");
     }
 
     #[test]

@@ -72,33 +72,52 @@ pub trait Plugin: Sized + Send + Sync + 'static {
     /// Builds an instance for one configuration.
     fn new(config: Self::Config) -> Result<Self, ConfigError>;
 
-    /// `certificate` phase: during the TLS handshake (global plugins only).
+    /// `certificate` phase: during the TLS handshake (global plugins only). No request
+    /// exists yet: `kong.client`, `kong.client.tls`, `kong.log`, `kong.nginx` and the
+    /// node/ctx functions work; `kong.request` and `kong.response` do not.
     fn certificate(&self, kong: &Kong) -> impl Future<Output = PdkResult<()>> + Send {
         not_implemented(kong)
     }
 
-    /// `rewrite` phase: before routing (global plugins only).
+    /// `rewrite` phase: before routing (global plugins only): `kong.router` answers
+    /// nothing yet; the request, the upstream request and `exit` are available.
     fn rewrite(&self, kong: &Kong) -> impl Future<Output = PdkResult<()>> + Send {
         not_implemented(kong)
     }
 
-    /// `access` phase: after routing, before the request is proxied.
+    /// `access` phase: after routing, before the request is proxied. Everything about the
+    /// request, the route, the consumer and the upstream request is available;
+    /// `kong.response.exit` ends the request here without proxying.
     fn access(&self, kong: &Kong) -> impl Future<Output = PdkResult<()>> + Send {
         not_implemented(kong)
     }
 
-    /// `response` phase: after the whole upstream response was received. Implementing it
-    /// makes Kong buffer every response this plugin applies to.
+    /// `response` phase: after the whole upstream response was received, before it is
+    /// sent: `kong.service.response.*` reads it, `kong.response.*` changes it.
+    ///
+    /// Implementing it makes Kong buffer every response this plugin applies to (no
+    /// streaming, the whole body in memory): `#[kong_rust_pdk::plugin]` lists it only if
+    /// you define it, so define it only when you need it.
     fn response(&self, kong: &Kong) -> impl Future<Output = PdkResult<()>> + Send {
         not_implemented(kong)
     }
 
-    /// `preread` phase: stream (TCP/TLS) routes, before proxying.
+    /// `preread` phase: stream (TCP/TLS) routes, before proxying. No HTTP request:
+    /// `kong.client`, `kong.nginx`, `kong.service` TLS settings and `kong.response.exit`
+    /// (which closes the connection) work.
     fn preread(&self, kong: &Kong) -> impl Future<Output = PdkResult<()>> + Send {
         not_implemented(kong)
     }
 
     /// `log` phase: after the response was sent, from saved request data.
+    ///
+    /// Kong runs it in a timer once the client has its response, answering from a
+    /// snapshot: `kong.log.serialize`, `kong.ctx.shared`, `kong.nginx.get_ctx`, request and
+    /// response headers, the response status and `kong.nginx.req_start_time` work, as do
+    /// functions that only read the request context (`kong.router.get_route`,
+    /// `kong.client.get_consumer`...). Functions that touch the live request
+    /// (`kong.client.get_ip`, `kong.request.get_path`, `kong.nginx.get_var`) are expected
+    /// to fail; use `kong.log().serialize()` instead. Nothing here changes the response.
     fn log(&self, kong: &Kong) -> impl Future<Output = PdkResult<()>> + Send {
         not_implemented(kong)
     }

@@ -1,9 +1,38 @@
-//! `kong.response`: shape the response Kong sends to the client.
+//! `kong.response`: shape the response Kong sends to the client, or end the request.
+//!
+//! [`exit`](Response::exit) and [`error`](Response::error) end the request: Kong never
+//! answers them, so the handler stops there for good. Write them as the value the handler
+//! returns (`return kong.response().exit(..).await;`); the future completes only if the
+//! arguments cannot be encoded, and any later PDK call fails with
+//! [`PdkError::AfterExit`](crate::PdkError::AfterExit).
+//!
+//! ```
+//! # use kong_rust_pdk::{prelude::*, testkit::TestRequest, types::{Body, Multimap}};
+//! async fn access(kong: &Kong) -> PdkResult<()> {
+//!     if kong.request().get_header("x-token").await?.is_none() {
+//!         let headers = Multimap::new().with("www-authenticate", "Token");
+//!         let body = Body::json(&serde_json::json!({"message": "token required"}))?;
+//!         return kong.response().exit_with_headers(401, body, &headers).await;
+//!     }
+//!     kong.response().set_header("x-checked", "yes").await
+//! }
+//!
+//! let denied = TestRequest::get("/").run_handler(Phase::Access, |k| Box::pin(access(k)));
+//! assert_eq!(denied.response.status, 401);
+//! assert_eq!(denied.response.body, br#"{"message":"token required"}"#);
+//! assert_eq!(denied.response.header("www-authenticate"), Some("Token"));
+//!
+//! let allowed = TestRequest::get("/").header("x-token", "t")
+//!     .run_handler(Phase::Access, |k| Box::pin(access(k)));
+//! assert_eq!(allowed.response.header("x-checked"), Some("yes"));
+//! ```
 
-use std::collections::BTreeMap;
-
-use super::Kong;
-use crate::error::PdkResult;
+use super::{Kong, NO_ARGS, args};
+use crate::{
+    error::PdkResult,
+    types::{Body, Multimap},
+    value::{Bytes, Value},
+};
 
 /// `kong.response`, from [`Kong::response`].
 pub struct Response<'k> {
@@ -11,38 +40,133 @@ pub struct Response<'k> {
 }
 
 impl Response<'_> {
-    /// `kong.response.set_header(name, value)`: sets a response header, replacing any value.
-    /// Phases: rewrite, access, response.
+    /// `kong.response.get_status()`: the status about to be (or that was) sent.
+    /// Phases: response, log (saved for the timer).
+    pub async fn get_status(&self) -> PdkResult<u16> {
+        self.kong.call("kong.response.get_status", &NO_ARGS).await
+    }
+
+    /// `kong.response.get_header(name)`: the first value of a response header, `None` if
+    /// absent. Phases: response, log (saved for the timer).
+    pub async fn get_header(&self, name: &str) -> PdkResult<Option<String>> {
+        self.kong.call("kong.response.get_header", &(name,)).await
+    }
+
+    /// `kong.response.get_header(name)`, as raw bytes.
+    pub async fn get_header_bytes(&self, name: &str) -> PdkResult<Option<Bytes>> {
+        self.kong.call("kong.response.get_header", &(name,)).await
+    }
+
+    /// `kong.response.get_headers(max_headers)`: every response header.
+    /// Phases: response, log (saved for the timer).
+    pub async fn get_headers(&self, max_headers: Option<u16>) -> PdkResult<Multimap> {
+        self.kong
+            .call(
+                "kong.response.get_headers",
+                &args([Value::from(max_headers)]),
+            )
+            .await
+    }
+
+    /// `kong.response.get_source()`: `service` (the upstream answered), `exit` (a plugin
+    /// ended the request) or `error`. Phases: response, log.
+    pub async fn get_source(&self) -> PdkResult<String> {
+        self.kong.call("kong.response.get_source", &NO_ARGS).await
+    }
+
+    /// `kong.response.set_status(status)`. Phases: rewrite, access, response.
+    pub async fn set_status(&self, status: u16) -> PdkResult<()> {
+        self.kong
+            .call_unit("kong.response.set_status", &(status,))
+            .await
+    }
+
+    /// `kong.response.set_header(name, value)`: sets a response header, replacing any
+    /// value. Phases: rewrite, access, response.
     pub async fn set_header(&self, name: &str, value: &str) -> PdkResult<()> {
         self.kong
             .call_unit("kong.response.set_header", &(name, value))
             .await
     }
 
-    /// `kong.response.exit(status, body, headers)`: ends the request with this response.
+    /// `kong.response.add_header(name, value)`: adds a value to a response header.
+    /// Phases: rewrite, access, response.
+    pub async fn add_header(&self, name: &str, value: &str) -> PdkResult<()> {
+        self.kong
+            .call_unit("kong.response.add_header", &(name, value))
+            .await
+    }
+
+    /// `kong.response.clear_header(name)`. Phases: rewrite, access, response.
+    pub async fn clear_header(&self, name: &str) -> PdkResult<()> {
+        self.kong
+            .call_unit("kong.response.clear_header", &(name,))
+            .await
+    }
+
+    /// `kong.response.set_headers(headers)`: sets several headers at once.
+    /// Phases: rewrite, access, response.
+    pub async fn set_headers(&self, headers: &Multimap) -> PdkResult<()> {
+        self.kong
+            .call_unit("kong.response.set_headers", &(headers,))
+            .await
+    }
+
+    /// `kong.response.exit(status, body)`: ends the request with this response. `body` is
+    /// `()` for none, text, bytes, or [`Body::json`] (Kong JSON-encodes it).
     ///
-    /// Kong never answers this call, so the handler ends here: the returned future never
-    /// completes and the daemon drops the handler once Kong has the call. Write it as the
-    /// last statement of a handler, e.g. `return kong.response().exit(403, ..).await;`.
+    /// **Ends the handler**: Kong never answers, the event is finished as soon as Kong has
+    /// the call, and the returned future never completes (except with an encoding error).
     /// Phases: rewrite, access, response, preread.
-    pub async fn exit(
+    pub async fn exit(&self, status: u16, body: impl Into<Body>) -> PdkResult<()> {
+        let body = body.into();
+        if body.is_empty() {
+            self.kong
+                .call_ending("kong.response.exit", &(status,))
+                .await
+        } else {
+            self.kong
+                .call_ending("kong.response.exit", &(status, body))
+                .await
+        }
+    }
+
+    /// `kong.response.exit(status, body, headers)`: [`exit`](Self::exit) with response
+    /// headers. Ends the handler the same way.
+    pub async fn exit_with_headers(
         &self,
         status: u16,
-        body: Option<&str>,
-        headers: Option<&BTreeMap<String, String>>,
+        body: impl Into<Body>,
+        headers: &Multimap,
     ) -> PdkResult<()> {
-        match (body, headers) {
-            (None, None) => self.kong.call_unit("kong.response.exit", &(status,)).await,
-            (Some(body), None) => {
-                self.kong
-                    .call_unit("kong.response.exit", &(status, body))
-                    .await
-            }
-            (body, Some(headers)) => {
-                self.kong
-                    .call_unit("kong.response.exit", &(status, body.unwrap_or(""), headers))
-                    .await
-            }
-        }
+        self.kong
+            .call_ending("kong.response.exit", &(status, body.into(), headers))
+            .await
+    }
+
+    /// `kong.response.error(status, message)`: ends the request with Kong's error
+    /// response for `status` (≥ 400), formatted as the client accepts (JSON, HTML...),
+    /// with `message` or Kong's default text. Ends the handler like [`exit`](Self::exit).
+    /// Phases: rewrite, access, response.
+    pub async fn error(&self, status: u16, message: Option<&str>) -> PdkResult<()> {
+        self.kong
+            .call_ending(
+                "kong.response.error",
+                &args([Value::from(status), Value::from(message)]),
+            )
+            .await
+    }
+
+    /// `kong.response.error(status, message, headers)`: [`error`](Self::error) with
+    /// response headers. Ends the handler the same way.
+    pub async fn error_with_headers(
+        &self,
+        status: u16,
+        message: &str,
+        headers: &Multimap,
+    ) -> PdkResult<()> {
+        self.kong
+            .call_ending("kong.response.error", &(status, message, headers))
+            .await
     }
 }

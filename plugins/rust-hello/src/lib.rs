@@ -43,3 +43,63 @@ impl Plugin for RustHello {
         kong.response().set_header("x-rust-pid", &self.pid).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kong_rust_pdk::testkit::{Simulation, TestRequest, instance};
+    use serde_json::json;
+
+    #[test]
+    fn greets_the_host_with_the_configured_message() {
+        let plugin = instance::<RustHello>(json!({"message": "Kong!"})).unwrap();
+        let sim = TestRequest::get("/")
+            .header("Host", "example.com")
+            .run(&plugin, Phase::Access);
+        assert_eq!(
+            sim.response.header("x-hello-from-rust"),
+            Some("Rust says Kong! to example.com")
+        );
+        let pid = std::process::id().to_string();
+        assert_eq!(sim.response.header("x-rust-pid"), Some(pid.as_str()));
+        assert_eq!(
+            sim.methods(),
+            [
+                "kong.request.get_header",
+                "kong.response.set_header",
+                "kong.response.set_header"
+            ]
+        );
+        assert!(sim.exit.is_none());
+    }
+
+    #[test]
+    fn says_hello_to_nobody_without_a_message_or_host() {
+        let plugin = instance::<RustHello>(json!({"message": null})).unwrap();
+        let sim = TestRequest::get("/").run(&plugin, Phase::Access);
+        assert_eq!(
+            sim.response.header("x-hello-from-rust"),
+            Some("Rust says hello to ")
+        );
+    }
+
+    #[test]
+    fn implements_only_access() {
+        assert_eq!(RustHello::PHASES, [Phase::Access]);
+        let plugin = instance::<RustHello>(json!({})).unwrap();
+        let mut sim = Simulation::new(TestRequest::get("/"));
+        let outcome = sim.run(&plugin, Phase::Log);
+        assert!(
+            outcome.result.unwrap_err().contains("not implemented"),
+            "the log phase is not implemented"
+        );
+    }
+
+    #[test]
+    fn a_config_of_the_wrong_type_is_refused_with_the_field() {
+        let err = instance::<RustHello>(json!({"message": 42}))
+            .err()
+            .expect("a number is not a message");
+        assert!(err.to_string().contains("message"), "{err}");
+    }
+}

@@ -1,0 +1,249 @@
+//! `kong.service`, `kong.service.request` and `kong.service.response`: the upstream.
+//!
+//! ```
+//! # use kong_rust_pdk::{prelude::*, testkit::{Simulation, TestRequest, UpstreamResponse}};
+//! async fn access(kong: &Kong) -> PdkResult<()> {
+//!     let upstream = kong.service().request();
+//!     upstream.set_header("x-forwarded-by", "rust").await?;
+//!     upstream.set_path("/v2/items").await?;
+//!     kong.service().set_timeouts(1_000, 5_000, 5_000).await
+//! }
+//!
+//! async fn response(kong: &Kong) -> PdkResult<()> {
+//!     let status = kong.service().response().get_status().await?.unwrap_or(0);
+//!     let body = kong.service().response().get_raw_body().await?;
+//!     kong.response().set_header("x-upstream", &format!("{status} {}", body.len())).await
+//! }
+//!
+//! let request = TestRequest::get("/items")
+//!     .upstream_response(UpstreamResponse::new(200).body("[1,2]"));
+//! let mut sim = Simulation::new(request);
+//! sim.run_handler(Phase::Access, |k| Box::pin(access(k))).result.unwrap();
+//! sim.run_handler(Phase::Response, |k| Box::pin(response(k))).result.unwrap();
+//! assert_eq!(sim.upstream_request.path, "/v2/items");
+//! assert_eq!(sim.upstream_request.timeouts, Some((1_000, 5_000, 5_000)));
+//! assert_eq!(sim.response.header("x-upstream"), Some("200 5"));
+//! ```
+
+use serde::Serialize;
+
+use super::{Kong, NO_ARGS, args};
+use crate::{
+    error::{PdkError, PdkResult},
+    types::Multimap,
+    value::{Bytes, Value},
+};
+
+/// `kong.service`, from [`Kong::service`]. Phase: access unless noted.
+pub struct Service<'k> {
+    pub(crate) kong: &'k Kong,
+}
+
+impl<'k> Service<'k> {
+    /// `kong.service.request`: the request Kong sends upstream.
+    pub fn request(&self) -> ServiceRequest<'k> {
+        ServiceRequest { kong: self.kong }
+    }
+
+    /// `kong.service.response`: the response the upstream sent.
+    pub fn response(&self) -> ServiceResponse<'k> {
+        ServiceResponse { kong: self.kong }
+    }
+
+    /// `kong.service.set_upstream(host)`: proxy to the upstream entity `host`; Kong
+    /// answers `true`, or nothing when there is no such upstream (a
+    /// [`PdkError::NoValue`]). Phase: access.
+    pub async fn set_upstream(&self, host: &str) -> PdkResult<bool> {
+        self.kong.call("kong.service.set_upstream", &(host,)).await
+    }
+
+    /// `kong.service.set_target(host, port)`: proxy to this host and port. Phase: access.
+    pub async fn set_target(&self, host: &str, port: u16) -> PdkResult<()> {
+        self.kong
+            .call_unit("kong.service.set_target", &(host, port))
+            .await
+    }
+
+    /// `kong.service.set_retries(retries)` (Kong 3.3+). Phase: access.
+    pub async fn set_retries(&self, retries: u32) -> PdkResult<()> {
+        self.kong
+            .call_unit("kong.service.set_retries", &(retries,))
+            .await
+    }
+
+    /// `kong.service.set_timeouts(connect, write, read)`, milliseconds (Kong 3.3+).
+    /// Phase: access.
+    pub async fn set_timeouts(
+        &self,
+        connect_ms: u32,
+        write_ms: u32,
+        read_ms: u32,
+    ) -> PdkResult<()> {
+        self.kong
+            .call_unit(
+                "kong.service.set_timeouts",
+                &(connect_ms, write_ms, read_ms),
+            )
+            .await
+    }
+
+    /// `kong.service.set_tls_verify(on)`: whether to verify the upstream's certificate.
+    /// Phases: rewrite, access, preread.
+    pub async fn set_tls_verify(&self, on: bool) -> PdkResult<bool> {
+        self.kong.call("kong.service.set_tls_verify", &(on,)).await
+    }
+
+    /// `kong.service.set_tls_verify_depth(depth)`. Phases: rewrite, access, preread.
+    pub async fn set_tls_verify_depth(&self, depth: u32) -> PdkResult<bool> {
+        self.kong
+            .call("kong.service.set_tls_verify_depth", &(depth,))
+            .await
+    }
+}
+
+/// `kong.service.request`, from [`Service::request`]. Phases: rewrite, access.
+pub struct ServiceRequest<'k> {
+    pub(crate) kong: &'k Kong,
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) = $method:literal;)*) => {$(
+        $(#[$doc])*
+        pub async fn $name(&self, $($arg: $ty),*) -> PdkResult<()> {
+            self.kong.call_unit($method, &($($arg,)*)).await
+        }
+    )*};
+}
+
+impl ServiceRequest<'_> {
+    setters! {
+        /// `kong.service.request.set_scheme(scheme)`: `http` or `https`.
+        set_scheme(scheme: &str) = "kong.service.request.set_scheme";
+        /// `kong.service.request.set_path(path)`.
+        set_path(path: &str) = "kong.service.request.set_path";
+        /// `kong.service.request.set_raw_query(query)`: the query string without `?`.
+        set_raw_query(query: &str) = "kong.service.request.set_raw_query";
+        /// `kong.service.request.set_method(method)`.
+        set_method(method: &str) = "kong.service.request.set_method";
+        /// `kong.service.request.set_query(args)`: replaces the query string.
+        set_query(query: &Multimap) = "kong.service.request.set_query";
+        /// `kong.service.request.set_header(name, value)`.
+        set_header(name: &str, value: &str) = "kong.service.request.set_header";
+        /// `kong.service.request.add_header(name, value)`.
+        add_header(name: &str, value: &str) = "kong.service.request.add_header";
+        /// `kong.service.request.clear_header(name)`.
+        clear_header(name: &str) = "kong.service.request.clear_header";
+        /// `kong.service.request.set_headers(headers)`.
+        set_headers(headers: &Multimap) = "kong.service.request.set_headers";
+        /// `kong.service.request.clear_query_arg(name)` (Kong 3.3+).
+        clear_query_arg(name: &str) = "kong.service.request.clear_query_arg";
+    }
+
+    /// `kong.service.request.set_raw_body(body)`: the upstream request body (sent as
+    /// bytes; Kong takes them as its string).
+    pub async fn set_raw_body(&self, body: &[u8]) -> PdkResult<()> {
+        self.kong
+            .call_unit(
+                "kong.service.request.set_raw_body",
+                &(Bytes(body.to_vec()),),
+            )
+            .await
+    }
+
+    /// `kong.service.request.enable_buffering()`: buffer the upstream response, so
+    /// `kong.service.response.get_raw_body` works in `response`. Phases: rewrite, access.
+    pub async fn enable_buffering(&self) -> PdkResult<()> {
+        self.kong
+            .call_unit("kong.service.request.enable_buffering", &NO_ARGS)
+            .await
+    }
+
+    /// `kong.service.request.set_body(args, mimetype)`: encodes `body` (any serializable
+    /// map, sent as a MessagePack map) as JSON, form or multipart; `None` when Kong
+    /// refused it (see Kong's error.log).
+    pub async fn set_body<T: Serialize + ?Sized>(
+        &self,
+        body: &T,
+        mimetype: Option<&str>,
+    ) -> PdkResult<Option<bool>> {
+        const METHOD: &str = "kong.service.request.set_body";
+        let body = Value::encode(body).map_err(|reason| PdkError::Encode {
+            method: METHOD.into(),
+            reason,
+        })?;
+        self.kong
+            .call(METHOD, &args([body, Value::from(mimetype)]))
+            .await
+    }
+
+    /// `kong.service.request.disable_tls()`: plain TCP to the upstream. Phase: preread.
+    pub async fn disable_tls(&self) -> PdkResult<bool> {
+        self.kong
+            .call("kong.service.request.disable_tls", &NO_ARGS)
+            .await
+    }
+}
+
+/// `kong.service.response`, from [`Service::response`]. Phases: response (buffered
+/// proxying), log.
+pub struct ServiceResponse<'k> {
+    pub(crate) kong: &'k Kong,
+}
+
+impl ServiceResponse<'_> {
+    /// `kong.service.response.get_status()`: the upstream status, `None` if Kong did not
+    /// proxy (e.g. a plugin exited).
+    pub async fn get_status(&self) -> PdkResult<Option<u16>> {
+        self.kong
+            .call("kong.service.response.get_status", &NO_ARGS)
+            .await
+    }
+
+    /// `kong.service.response.get_header(name)`: the first value of an upstream header.
+    pub async fn get_header(&self, name: &str) -> PdkResult<Option<String>> {
+        self.kong
+            .call("kong.service.response.get_header", &(name,))
+            .await
+    }
+
+    /// `kong.service.response.get_header(name)`, as raw bytes.
+    pub async fn get_header_bytes(&self, name: &str) -> PdkResult<Option<Bytes>> {
+        self.kong
+            .call("kong.service.response.get_header", &(name,))
+            .await
+    }
+
+    /// `kong.service.response.get_headers(max_headers)`. In the `response` phase Kong
+    /// answers an empty map (its proxy table cannot be sent): use
+    /// [`get_header`](Self::get_header) there.
+    pub async fn get_headers(&self, max_headers: Option<u16>) -> PdkResult<Multimap> {
+        self.kong
+            .call(
+                "kong.service.response.get_headers",
+                &args([Value::from(max_headers)]),
+            )
+            .await
+    }
+
+    /// `kong.service.response.get_raw_body()`: the buffered upstream body. Phase: response.
+    pub async fn get_raw_body(&self) -> PdkResult<Bytes> {
+        self.kong
+            .call("kong.service.response.get_raw_body", &NO_ARGS)
+            .await
+    }
+
+    /// `kong.service.response.get_body(mimetype, max_args)`: the upstream body parsed
+    /// (JSON, form...), `None` if it cannot be. Phase: response.
+    pub async fn get_body(
+        &self,
+        mimetype: Option<&str>,
+        max_args: Option<u16>,
+    ) -> PdkResult<Option<Value>> {
+        self.kong
+            .call(
+                "kong.service.response.get_body",
+                &args([Value::from(mimetype), Value::from(max_args)]),
+            )
+            .await
+    }
+}
