@@ -9,15 +9,19 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use kong_rust_pdk::{Phase, Value, testkit::TestRequest};
 use kong_rust_pluginserver::{
+    client::{self, Client},
     dump::Dump,
     kong_conf::{self, Form},
     loader::{self, LoadOptions, Scan},
-    reload,
+    metrics, reload,
     serve_lock::{self, Acquired, ServeLock},
     server::{self, Server, SocketAccess},
-    state::{Daemon, Limits},
+    settings::{self, LogFormat, Settings, SettingsArgs},
+    state::Daemon,
+    try_event::{self, Ending, Target},
 };
 use signal_hook::{
     consts::{SIGHUP, SIGINT, SIGTERM},
@@ -38,43 +42,18 @@ use signal_hook::{
 #[command(version, about, long_about)]
 struct Cli {
     #[command(flatten)]
-    location: Location,
+    settings: SettingsArgs,
 
-    #[command(flatten)]
-    serve: ServeArgs,
-
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-/// Where the plugins and Kong's prefix are.
-#[derive(Debug, Args)]
-struct Location {
-    /// Directory holding the plugin libraries (*.so) to serve.
+    /// A TOML file of settings (keys as the long flags, e.g. `max-connections = 100`).
+    /// Flags and KONG_RUST_PLUGINSERVER_* variables take precedence over it.
     #[arg(
-        short = 'd',
         long,
         global = true,
-        value_name = "DIR",
-        env = "KONG_RUST_PLUGINSERVER_PLUGINS_DIRECTORY",
-        default_value = "/usr/local/lib/kong/rust-plugins"
+        value_name = "FILE",
+        env = "KONG_RUST_PLUGINSERVER_CONFIG"
     )]
-    plugins_directory: PathBuf,
+    config: Option<PathBuf>,
 
-    /// Kong's prefix directory; sockets are created there as <plugin>.socket.
-    #[arg(
-        short = 'p',
-        long,
-        global = true,
-        value_name = "DIR",
-        env = "KONG_RUST_PLUGINSERVER_KONG_PREFIX",
-        default_value = "/usr/local/kong"
-    )]
-    kong_prefix: PathBuf,
-}
-
-#[derive(Debug, Args)]
-struct ServeArgs {
     /// Print the description Kong needs for plugin NAME as JSON on stdout, and exit.
     /// Use it as kong.conf's pluginserver_<name>_query_cmd. Binds nothing.
     #[arg(long, value_name = "NAME", conflicts_with = "dump_all_plugins")]
@@ -85,41 +64,8 @@ struct ServeArgs {
     #[arg(long)]
     dump_all_plugins: bool,
 
-    /// Largest accepted request, in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_message)]
-    max_message_size: usize,
-
-    /// Seconds without an event after which an instance is released (0: never). Kong starts
-    /// an expired instance again on its next request (it gets "no plugin instance").
-    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
-    instance_idle_timeout: u64,
-
-    /// Seconds an event may wait for Kong's next Step before it is freed as abandoned
-    /// (Kong's own socket timeout is 60 s).
-    #[arg(long, value_name = "SECONDS", default_value_t = Limits::default().event_timeout.as_secs())]
-    event_timeout: u64,
-
-    /// Most events one instance may have in flight at once.
-    #[arg(long, value_name = "N", default_value_t = Limits::default().max_events_per_instance)]
-    max_events_per_instance: usize,
-
-    /// Most connections served at once (each gets a thread).
-    #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections)]
-    max_connections: usize,
-
-    /// Seconds to let events in flight finish after SIGTERM.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
-    drain_timeout: u64,
-
-    /// Also let members of this group (name or gid) connect to the sockets (mode 0660
-    /// instead of 0600), e.g. when Kong's workers run as another user than the daemon.
-    #[arg(long, value_name = "GROUP")]
-    socket_group: Option<String>,
-
-    /// Load plugin files and directories that other users own or may write. Such a file
-    /// runs anyone's code in the gateway's request path: for development only.
-    #[arg(long)]
-    allow_insecure_plugins: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,12 +80,81 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         binary: Option<PathBuf>,
     },
+    /// Show what a running daemon serves: plugins, versions, instances, counters.
+    Status {
+        /// The socket to ask (default: the first *.socket in the kong prefix).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+
+        /// Print the raw status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Play Kong for one event: run a plugin's phase handler against a described request
+    /// and print every PDK call it makes and the resulting response.
+    Try(TryArgs),
+}
+
+#[derive(Debug, Args)]
+struct TryArgs {
+    /// The plugin to run.
+    plugin: String,
+
+    /// The plugin configuration, as JSON (what Kong sends, defaults included).
+    #[arg(long, default_value = "{}")]
+    config_json: String,
+
+    /// The phase to run.
+    #[arg(long, default_value = "access", value_parser = parse_phase)]
+    phase: Phase,
+
+    /// Request method.
+    #[arg(long, default_value = "GET")]
+    method: String,
+
+    /// Request path, with an optional ?query.
+    #[arg(long, default_value = "/")]
+    path: String,
+
+    /// A request header, `name: value` (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+
+    /// The request body.
+    #[arg(long)]
+    body: Option<String>,
+
+    /// The client address.
+    #[arg(long, default_value = "127.0.0.1")]
+    client_ip: String,
+
+    /// Run the plugin from this library file in-process instead of in a running daemon.
+    #[arg(long, value_name = "PLUGIN.so", conflicts_with = "socket")]
+    file: Option<PathBuf>,
+
+    /// The running daemon's socket (default: <kong prefix>/<plugin>.socket).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+}
+
+fn parse_phase(name: &str) -> Result<Phase, String> {
+    Phase::from_name(name.as_bytes()).ok_or_else(|| {
+        let names: Vec<&str> = Phase::ALL.iter().map(|p| p.name()).collect();
+        format!("not a phase; one of {}", names.join(", "))
+    })
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
-    match run(cli) {
+    let settings = match resolve_settings(&cli) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("kong-rust-pluginserver: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(&settings);
+    match run(cli, settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
@@ -148,44 +163,64 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+/// Flags and environment, then the file, then defaults; unknown variables refused.
+fn resolve_settings(cli: &Cli) -> anyhow::Result<Settings> {
+    let known: Vec<String> = Cli::command()
+        .get_arguments()
+        .filter_map(|arg| arg.get_env())
+        .map(|name| name.to_string_lossy().into_owned())
+        .collect();
+    settings::check_environment(std::env::vars(), &known)?;
+    let file = match &cli.config {
+        Some(path) => SettingsArgs::from_file(path)?,
+        None => SettingsArgs::default(),
+    };
+    Ok(cli.settings.clone().resolve(file)?)
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let location = cli.location;
-    if let Some(Command::KongConf {
-        single_entry,
-        binary,
-    }) = cli.command
-    {
-        return print_kong_conf(&location, single_entry, binary);
+/// Logs go to stderr: Kong copies the daemon's stderr into its error.log, and stdout must
+/// stay clean for the dump. RUST_LOG, when set, overrides the level with its own filters.
+fn init_logging(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(settings.log_level.directive()));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    match settings.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
     }
-    let serve = cli.serve;
-    if let Some(name) = &serve.dump_plugin {
-        let scan = load_plugins(&location.plugins_directory)?;
+}
+
+fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::KongConf {
+            single_entry,
+            binary,
+        }) => return print_kong_conf(&settings, single_entry, binary),
+        Some(Command::Status { socket, json }) => return print_status(&settings, socket, json),
+        Some(Command::Try(args)) => return try_event(&settings, args),
+        None => {}
+    }
+    if let Some(name) = &cli.dump_plugin {
+        let scan = load_plugins(&settings.plugins_directory)?;
         let Some(plugin) = scan.plugins.get(name) else {
             bail!(
                 "no plugin named {name:?} in {} (found: {})",
-                location.plugins_directory.display(),
+                settings.plugins_directory.display(),
                 names_or_none(&scan)
             );
         };
         return print_json(&Dump::of([&plugin.info]));
     }
-    if serve.dump_all_plugins {
-        let scan = load_plugins(&location.plugins_directory)?;
+    if cli.dump_all_plugins {
+        let scan = load_plugins(&settings.plugins_directory)?;
         let mut infos: Vec<_> = scan.plugins.values().map(|p| &p.info).collect();
         infos.sort_by(|a, b| a.name.cmp(&b.name));
         return print_json(&Dump::of(infos));
     }
-    run_daemon(location, serve)
+    run_daemon(settings)
 }
 
 /// Loads for the dump and kong-conf: in place, read-only, checks applied.
@@ -220,7 +255,7 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
 }
 
 fn print_kong_conf(
-    location: &Location,
+    location: &Settings,
     single_entry: bool,
     binary: Option<PathBuf>,
 ) -> anyhow::Result<()> {
@@ -248,15 +283,168 @@ fn print_kong_conf(
     stdout.flush().context("writing to stdout")
 }
 
-fn run_daemon(location: Location, serve: ServeArgs) -> anyhow::Result<()> {
+fn print_status(settings: &Settings, socket: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    let socket = match socket {
+        Some(socket) => socket,
+        None => client::any_socket(&settings.kong_prefix).with_context(|| {
+            format!(
+                "no *.socket in {}: is the daemon running with this --kong-prefix?",
+                settings.kong_prefix.display()
+            )
+        })?,
+    };
+    let mut client = Client::connect(&socket)?;
+    let status = client.call("plugin.GetStatus", &())?;
+    if json {
+        return print_json(&status);
+    }
+    let mut out = std::io::stdout().lock();
+    let number = |v: &serde_json::Value, key: &str| v[key].as_u64().unwrap_or(0);
+    writeln!(
+        out,
+        "daemon pid {}  events in flight {}{}",
+        number(&status, "Pid"),
+        number(&status, "LiveEvents"),
+        if status["Draining"] == true {
+            "  (shutting down)"
+        } else {
+            ""
+        }
+    )?;
+    writeln!(
+        out,
+        "{:<24} {:<9} {:>9} {:>7} {:>10} {:>8} {:>6} {:>9}  FILE",
+        "PLUGIN", "VERSION", "INSTANCES", "CONFIGS", "EVENTS", "FAILURES", "PANICS", "ABANDONED"
+    )?;
+    for (name, plugin) in status["Plugins"].as_object().into_iter().flatten() {
+        writeln!(
+            out,
+            "{:<24} {:<9} {:>9} {:>7} {:>10} {:>8} {:>6} {:>9}  {}",
+            name,
+            plugin["Version"].as_str().unwrap_or("?"),
+            plugin["Instances"].as_array().map_or(0, Vec::len),
+            number(plugin, "Configurations"),
+            number(plugin, "Events"),
+            number(plugin, "Failures"),
+            number(plugin, "Panics"),
+            number(plugin, "Abandoned"),
+            plugin["File"].as_str().unwrap_or("?"),
+        )?;
+    }
+    Ok(())
+}
+
+fn try_event(settings: &Settings, args: TryArgs) -> anyhow::Result<()> {
+    let config: serde_json::Value =
+        serde_json::from_str(&args.config_json).context("--config-json is not JSON")?;
+    let (path, query) = match args.path.split_once('?') {
+        Some((path, query)) => (path.to_owned(), query.to_owned()),
+        None => (args.path.clone(), String::new()),
+    };
+    let mut request = TestRequest::new(&args.method, &path).client_ip(&args.client_ip);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        request = match pair.split_once('=') {
+            Some((name, value)) => request.query(name, value),
+            None => request.query_flag(pair),
+        };
+    }
+    for header in &args.headers {
+        let (name, value) = header
+            .split_once(':')
+            .with_context(|| format!("--header {header:?} is not `name: value`"))?;
+        request = request.header(name.trim(), value.trim());
+    }
+    if let Some(body) = &args.body {
+        request = request.body(body.clone());
+    }
+    let socket;
+    let target = match &args.file {
+        Some(file) => Target::File(file),
+        None => {
+            socket = args
+                .socket
+                .clone()
+                .unwrap_or_else(|| server::socket_path(&settings.kong_prefix, &args.plugin));
+            Target::Daemon(&socket)
+        }
+    };
+    let played = try_event::play(target, &args.plugin, &config, args.phase, request)?;
+    let mut out = std::io::stdout().lock();
+    for call in &played.calls {
+        let args: Vec<String> = call.args.iter().map(show).collect();
+        writeln!(out, "-> {}({})", call.method, args.join(", "))?;
+        match &call.answer {
+            Ok(Some(value)) => writeln!(out, "<- {}", show(value))?,
+            Ok(None)
+                if matches!(
+                    call.method.as_str(),
+                    "kong.response.exit" | "kong.response.error"
+                ) => {}
+            Ok(None) => writeln!(out, "<- nil")?,
+            Err(error) => writeln!(out, "<- Kong raises: {error}")?,
+        }
+    }
+    let recorded = played.simulation.recorded();
+    match &played.ending {
+        Ending::Returned => writeln!(out, "== {} handler returned", args.phase)?,
+        Ending::Exited => writeln!(out, "== {} handler ended the request", args.phase)?,
+        Ending::KongError(error) => writeln!(out, "== aborted by Kong: {error}")?,
+        Ending::Failed(error) => writeln!(out, "== failed: {error}")?,
+    }
+    match &recorded.exit {
+        Some(exit) => {
+            writeln!(out, "response (from the plugin): {}", exit.status)?;
+            for (name, values) in &exit.headers.0 {
+                writeln!(out, "  {name}: {}", values.join(", "))?;
+            }
+            if let Some(body) = &exit.body {
+                writeln!(out, "  body: {}", show(body))?;
+            }
+        }
+        None => {
+            let response = &recorded.response;
+            writeln!(out, "response headers set by the plugin:")?;
+            for (name, values) in &response.headers.0 {
+                writeln!(out, "  {name}: {}", values.join(", "))?;
+            }
+            let upstream = &recorded.upstream_request;
+            writeln!(
+                out,
+                "upstream request: {} {}{}{}",
+                upstream.method,
+                upstream.path,
+                if upstream.raw_query.is_empty() {
+                    ""
+                } else {
+                    "?"
+                },
+                upstream.raw_query
+            )?;
+            for (name, values) in &upstream.headers.0 {
+                writeln!(out, "  {name}: {}", values.join(", "))?;
+            }
+        }
+    }
+    for line in &recorded.logs {
+        writeln!(out, "log [{}] {}", line.level, line.message)?;
+    }
+    Ok(())
+}
+
+/// A PDK value as JSON, for people to read.
+fn show(value: &Value) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| format!("{value:?}"))
+}
+
+fn run_daemon(settings: Settings) -> anyhow::Result<()> {
     let options = LoadOptions {
-        copy_dir: Some(location.kong_prefix.join(".kong-rust-pluginserver-libs")),
-        allow_insecure: serve.allow_insecure_plugins,
+        copy_dir: Some(settings.kong_prefix.join(".kong-rust-pluginserver-libs")),
+        allow_insecure: settings.allow_insecure_plugins,
     };
     // Fail fast on an unusable directory, before waiting for the lock.
-    loader::plugin_files(&location.plugins_directory, &options)?;
+    loader::plugin_files(&settings.plugins_directory, &options)?;
     let access = SocketAccess {
-        group: serve
+        group: settings
             .socket_group
             .as_deref()
             .map(resolve_group)
@@ -265,28 +453,28 @@ fn run_daemon(location: Location, serve: ServeArgs) -> anyhow::Result<()> {
     let mut signals =
         Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing signal handlers")?;
     exit_with_parent();
-    std::fs::create_dir_all(&location.kong_prefix).with_context(|| {
+    std::fs::create_dir_all(&settings.kong_prefix).with_context(|| {
         format!(
             "creating the kong prefix {}",
-            location.kong_prefix.display()
+            settings.kong_prefix.display()
         )
     })?;
 
-    let Some(_lock) = wait_for_serve_lock(&location, &mut signals)? else {
+    let Some(_lock) = wait_for_serve_lock(&settings, &mut signals)? else {
         tracing::info!("standby stopped");
         return Ok(());
     };
     let copy_dir = options.copy_dir.as_deref().expect("set above");
     create_private_dir(copy_dir)?;
     // Load now, not before the wait: a standby that takes over serves current files.
-    let scan = loader::scan(&location.plugins_directory, &options)?;
+    let scan = loader::scan(&settings.plugins_directory, &options)?;
     for failure in &scan.failures {
         tracing::error!("skipped: {failure}");
     }
     if scan.plugins.is_empty() {
         bail!(
             "no usable plugin in {}; nothing to serve",
-            location.plugins_directory.display()
+            settings.plugins_directory.display()
         );
     }
     for plugin in scan.plugins.values() {
@@ -300,32 +488,28 @@ fn run_daemon(location: Location, serve: ServeArgs) -> anyhow::Result<()> {
             plugin.path.display()
         );
     }
-    let limits = Limits {
-        max_message: serve.max_message_size,
-        max_events_per_instance: serve.max_events_per_instance,
-        max_connections: serve.max_connections,
-        event_timeout: Duration::from_secs(serve.event_timeout),
-    };
-    let daemon = Arc::new(Daemon::new(scan.plugins, limits));
+    let daemon = Arc::new(Daemon::new(scan.plugins, settings.limits));
     let server = Server::new(daemon.clone());
     for plugin in daemon.plugins() {
-        let socket = server::bind(&location.kong_prefix, &plugin.plugin.info.name, access)?;
+        let socket = server::bind(&settings.kong_prefix, &plugin.plugin.info.name, access)?;
         server.listen(socket)?;
     }
-    let idle =
-        (serve.instance_idle_timeout > 0).then(|| Duration::from_secs(serve.instance_idle_timeout));
-    start_housekeeping(daemon.clone(), idle)?;
+    if let Some(addr) = settings.metrics_listen {
+        metrics::serve(addr, server.clone())
+            .with_context(|| format!("serving metrics on {addr}"))?;
+    }
+    start_housekeeping(daemon.clone(), settings.instance_idle_timeout)?;
 
     for signal in signals.forever() {
         if signal == SIGHUP {
             tracing::info!(
                 "SIGHUP: rescanning {}",
-                location.plugins_directory.display()
+                settings.plugins_directory.display()
             );
             let reloaded = reload::reload(
                 &server,
-                &location.plugins_directory,
-                &location.kong_prefix,
+                &settings.plugins_directory,
+                &settings.kong_prefix,
                 access,
                 &options,
             );
@@ -339,7 +523,7 @@ fn run_daemon(location: Location, serve: ServeArgs) -> anyhow::Result<()> {
             break;
         }
     }
-    drain(&daemon, Duration::from_secs(serve.drain_timeout));
+    drain(&daemon, settings.drain_timeout);
     Ok(())
 }
 
@@ -414,7 +598,7 @@ const STANDBY_POLL: Duration = Duration::from_millis(200);
 /// Takes the serve lock, standing by while another daemon holds it. `None` when SIGTERM or
 /// SIGINT came first.
 fn wait_for_serve_lock(
-    location: &Location,
+    location: &Settings,
     signals: &mut Signals,
 ) -> anyhow::Result<Option<ServeLock>> {
     let path = serve_lock::lock_path(&location.kong_prefix, &location.plugins_directory);

@@ -152,6 +152,11 @@ impl Server {
             .contains(plugin)
     }
 
+    /// The daemon's metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.daemon.metrics
+    }
+
     /// Connections open now.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)

@@ -22,7 +22,11 @@ use kong_rust_pdk::{
 };
 use sync_wrapper::SyncWrapper;
 
-use crate::{ids::IdSource, loader::LoadedPlugin};
+use crate::{
+    ids::IdSource,
+    loader::LoadedPlugin,
+    metrics::{Metrics, PluginMetrics},
+};
 
 /// Limits that protect the daemon from runaway clients and plugins.
 #[derive(Debug, Clone, Copy)]
@@ -69,19 +73,8 @@ pub struct Daemon {
     pub epoch: Instant,
     /// Limits in force.
     pub limits: Limits,
-}
-
-/// Per-plugin counters, reported by GetStatus.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Events started.
-    pub events: AtomicU64,
-    /// Events whose handler returned an error.
-    pub failures: AtomicU64,
-    /// Panics caught in constructors and handlers.
-    pub panics: AtomicU64,
-    /// Events freed because Kong never sent their next Step.
-    pub abandoned: AtomicU64,
+    /// Metric families (served with `--metrics-listen`; counters always kept).
+    pub metrics: Metrics,
 }
 
 /// A loaded plugin, its constructed configurations and its counters.
@@ -95,8 +88,8 @@ pub struct PluginEntry {
     pub last_start_instance: AtomicU64,
     /// Unix seconds of the last CloseInstance (0: never).
     pub last_close_instance: AtomicU64,
-    /// Event and fault counts.
-    pub counters: Counters,
+    /// Event, fault and latency metrics, per phase.
+    pub metrics: PluginMetrics,
 }
 
 /// A plugin constructed for one configuration.
@@ -167,9 +160,10 @@ impl Drop for Event {
 impl Daemon {
     /// A daemon serving `plugins`.
     pub fn new(plugins: HashMap<String, LoadedPlugin>, limits: Limits) -> Daemon {
+        let metrics = Metrics::new();
         let plugins = plugins
             .into_iter()
-            .map(|(name, plugin)| (name, Arc::new(PluginEntry::new(plugin))))
+            .map(|(name, plugin)| (name, Arc::new(PluginEntry::new(plugin, &metrics))))
             .collect();
         Daemon {
             plugins: RwLock::new(plugins),
@@ -181,6 +175,7 @@ impl Daemon {
             pid: std::process::id(),
             epoch: Instant::now(),
             limits,
+            metrics,
         }
     }
 
@@ -211,7 +206,7 @@ impl Daemon {
     /// on the new code (their in-flight events finish on the old code).
     pub fn install(&self, plugin: LoadedPlugin) -> Option<Arc<PluginEntry>> {
         let name = plugin.info.name.clone();
-        let entry = Arc::new(PluginEntry::new(plugin));
+        let entry = Arc::new(PluginEntry::new(plugin, &self.metrics));
         let replaced = self
             .plugins
             .write()
@@ -260,7 +255,7 @@ impl Daemon {
             if !keep {
                 reaped += 1;
                 let plugin = &event.instance.plugin;
-                plugin.counters.abandoned.fetch_add(1, Ordering::Relaxed);
+                plugin.metrics.phase(event.phase).abandoned.inc();
                 tracing::warn!(
                     plugin = %plugin.plugin.info.name,
                     instance = event.instance.id,
@@ -277,13 +272,13 @@ impl Daemon {
 }
 
 impl PluginEntry {
-    fn new(plugin: LoadedPlugin) -> PluginEntry {
+    fn new(plugin: LoadedPlugin, metrics: &Metrics) -> PluginEntry {
         PluginEntry {
+            metrics: metrics.for_plugin(&plugin.info),
             plugin,
             configured: Mutex::new(HashMap::new()),
             last_start_instance: AtomicU64::new(0),
             last_close_instance: AtomicU64::new(0),
-            counters: Counters::default(),
         }
     }
 

@@ -14,9 +14,9 @@ fn profile_dir() -> PathBuf {
     deps.parent().expect("target profile directory").to_owned()
 }
 
-/// The daemon binary; `KONG_RUST_PLUGINSERVER_BIN` overrides (to test an installed one).
+/// The daemon binary; `E2E_DAEMON_BIN` overrides (to test an installed one).
 pub fn daemon_binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("KONG_RUST_PLUGINSERVER_BIN") {
+    if let Some(bin) = std::env::var_os("E2E_DAEMON_BIN") {
         return PathBuf::from(bin);
     }
     let bin = profile_dir().join("kong-rust-pluginserver");

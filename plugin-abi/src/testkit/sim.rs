@@ -83,15 +83,7 @@ impl Simulation {
                     );
                 }
             };
-            self.recorded.calls.push(Call {
-                phase,
-                method: method.clone(),
-                args: args.clone(),
-            });
-            let result = match self.request.answers.get(&method) {
-                Some(fixed) => Ok(fixed.clone()),
-                None => answer::answer(self, phase, &method, &args),
-            };
+            let result = self.answer_call(phase, &method, &args);
             match result {
                 // Kong raised an error: the handler is aborted.
                 Err(reason) => return self.outcome(phase, Err(reason), false),
@@ -101,6 +93,27 @@ impl Simulation {
                         Some(value.map(|v| rmp_serde::to_vec(&v).expect("a Value always encodes")));
                 }
             }
+        }
+    }
+
+    /// Answers one PDK call as Kong would for the described request, and records it and
+    /// its effects, as [`run`](Simulation::run) does for every call. For tools that drive a
+    /// plugin elsewhere (the daemon's `try` command plays Kong with it). `Ok(None)` is a
+    /// nil answer, `Err` a Lua error that aborts the handler.
+    pub fn answer_call(
+        &mut self,
+        phase: Phase,
+        method: &str,
+        args: &[Value],
+    ) -> Result<Option<Value>, String> {
+        self.recorded.calls.push(Call {
+            phase,
+            method: method.to_owned(),
+            args: args.to_vec(),
+        });
+        match self.request.answers.get(method) {
+            Some(fixed) => Ok(fixed.clone()),
+            None => answer::answer(self, phase, method, args),
         }
     }
 

@@ -78,15 +78,15 @@ pub async fn handle_event(
             limit,
         });
     }
-    plugin.counters.events.fetch_add(1, Ordering::Relaxed);
+    let metrics = plugin.metrics.phase(phase);
+    metrics.events.inc();
     let handle = instance.handle.start_event(phase.code()).into_result();
     let handle = handle.map_err(|err| {
-        let counter = if err.panicked {
-            &plugin.counters.panics
+        if err.panicked {
+            metrics.panics.inc();
         } else {
-            &plugin.counters.failures
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+            metrics.errors.inc();
+        }
         MethodError::HandlerFailed {
             plugin: plugin.plugin.info.name.clone(),
             phase,
@@ -179,8 +179,15 @@ async fn drive(
         }
     })
     .await;
+    let metrics = event.instance.plugin.metrics.phase(event.phase);
+    if !matches!(outcome, Outcome::Waiting) {
+        metrics
+            .duration
+            .observe(event.started.elapsed().as_secs_f64());
+    }
     match outcome {
         Outcome::Waiting => {
+            metrics.pdk_calls.inc();
             event.waiting_since = Instant::now();
             daemon.events.insert(event_id, SyncWrapper::new(event));
             Ok(())
@@ -203,13 +210,12 @@ async fn drive(
 
 /// Counts a failed event and describes it with plugin, phase, instance and event.
 fn failed(event: &Event, event_id: u64, panicked: bool, reason: String) -> MethodError {
-    let counters = &event.instance.plugin.counters;
-    let counter = if panicked {
-        &counters.panics
+    let metrics = event.instance.plugin.metrics.phase(event.phase);
+    if panicked {
+        metrics.panics.inc();
     } else {
-        &counters.failures
-    };
-    counter.fetch_add(1, Ordering::Relaxed);
+        metrics.errors.inc();
+    }
     MethodError::HandlerFailed {
         plugin: event.instance.plugin.plugin.info.name.clone(),
         phase: event.phase,

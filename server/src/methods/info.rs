@@ -73,7 +73,7 @@ pub fn status(daemon: &Daemon, msgid: u64, out: &mut Vec<u8>) -> Result<(), Meth
         .map(|entry| {
             let plugin = &entry.plugin;
             let name = &plugin.info.name;
-            let counters = &entry.counters;
+            let metrics = &entry.metrics;
             let status = PluginStatus {
                 name: name.clone(),
                 version: plugin.info.version.clone(),
@@ -84,10 +84,10 @@ pub fn status(daemon: &Daemon, msgid: u64, out: &mut Vec<u8>) -> Result<(), Meth
                 configurations: entry.configurations(),
                 last_start_instance: entry.last_start_instance.load(Ordering::Relaxed),
                 last_close_instance: entry.last_close_instance.load(Ordering::Relaxed),
-                events: counters.events.load(Ordering::Relaxed),
-                failures: counters.failures.load(Ordering::Relaxed),
-                panics: counters.panics.load(Ordering::Relaxed),
-                abandoned: counters.abandoned.load(Ordering::Relaxed),
+                events: metrics.events(),
+                failures: metrics.failures(),
+                panics: metrics.panics(),
+                abandoned: metrics.abandoned(),
             };
             (name.clone(), status)
         })

@@ -77,7 +77,7 @@ pub fn start(
 
     let config_error = |err: PluginErrorFfi| {
         if err.panicked {
-            plugin.counters.panics.fetch_add(1, Ordering::Relaxed);
+            plugin.metrics.constructor_panics.inc();
         }
         MethodError::Config {
             plugin: name.to_string(),

@@ -17,6 +17,17 @@ fn ok<T, E: std::fmt::Debug>(result: Result<T, E>) -> T {
     result.expect("writing MessagePack into a Vec cannot fail")
 }
 
+/// A request, `[0, msgid, method, [arg]]`, with `arg` already encoded: what Kong sends,
+/// for the daemon's own client tools.
+pub fn request(out: &mut Vec<u8>, msgid: u64, method: &str, arg: &[u8]) {
+    ok(mp::write_array_len(out, 4));
+    ok(mp::write_uint(out, 0));
+    ok(mp::write_uint(out, msgid));
+    ok(mp::write_str(out, method));
+    ok(mp::write_array_len(out, 1));
+    out.extend_from_slice(arg);
+}
+
 /// `[2, "serverPid", pid]`, sent first on every connection: Kong forgets its cached
 /// instances when the pid changes, so a restarted daemon never sees stale instance ids.
 pub fn server_pid(out: &mut Vec<u8>, pid: u32) {

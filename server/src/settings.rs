@@ -1,0 +1,423 @@
+//! Daemon settings: command-line flags, `KONG_RUST_PLUGINSERVER_*` environment variables,
+//! and an optional TOML file (`--config`), in that order of precedence, then defaults.
+//!
+//! One type, [`SettingsArgs`], is both the flags (clap) and the file (serde), so a setting
+//! has one name everywhere: `--max-connections`, `KONG_RUST_PLUGINSERVER_MAX_CONNECTIONS`,
+//! `max-connections = ...`. Unknown file keys, unknown `KONG_RUST_PLUGINSERVER_*`
+//! variables and bad values are refused at start, naming them.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+use crate::state::Limits;
+
+/// The prefix of every environment variable the daemon reads.
+pub const ENV_PREFIX: &str = "KONG_RUST_PLUGINSERVER_";
+
+/// Why the settings are refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file cannot be read.
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file has an unknown key or a bad value.
+    #[error("config file {path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+    /// An environment variable with the daemon's prefix that is no setting.
+    #[error("unknown environment variable {name} (the settings are: {known})")]
+    UnknownVariable {
+        /// The variable.
+        name: String,
+        /// The variables the daemon reads.
+        known: String,
+    },
+    /// A value that is not what the setting takes.
+    #[error("{setting}: {message}")]
+    Value {
+        /// The setting.
+        setting: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Log verbosity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Errors and warnings.
+    Warn,
+    /// Start, stop, reloads, and everything above (the default).
+    Info,
+    /// One line per event, and everything above.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevel {
+    /// The `tracing` filter directive for this level.
+    pub fn directive(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Every setting, each optional: as given by flags, environment or file.
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SettingsArgs {
+    /// Directory holding the plugin libraries (*.so) to serve
+    /// [default: /usr/local/lib/kong/rust-plugins].
+    #[arg(
+        short = 'd',
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "KONG_RUST_PLUGINSERVER_PLUGINS_DIRECTORY"
+    )]
+    pub plugins_directory: Option<PathBuf>,
+
+    /// Kong's prefix directory; sockets are created there as <plugin>.socket
+    /// [default: /usr/local/kong].
+    #[arg(
+        short = 'p',
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "KONG_RUST_PLUGINSERVER_KONG_PREFIX"
+    )]
+    pub kong_prefix: Option<PathBuf>,
+
+    /// Largest accepted request, in bytes [default: 16777216].
+    #[arg(
+        long,
+        value_name = "BYTES",
+        env = "KONG_RUST_PLUGINSERVER_MAX_MESSAGE_SIZE"
+    )]
+    pub max_message_size: Option<usize>,
+
+    /// Seconds without an event after which an instance is released; 0: never. Kong starts
+    /// an expired instance again on its next request [default: 600].
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "KONG_RUST_PLUGINSERVER_INSTANCE_IDLE_TIMEOUT"
+    )]
+    pub instance_idle_timeout: Option<u64>,
+
+    /// Seconds an event may wait for Kong's next Step before it is freed as abandoned
+    /// [default: 60, Kong's own socket timeout].
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "KONG_RUST_PLUGINSERVER_EVENT_TIMEOUT"
+    )]
+    pub event_timeout: Option<u64>,
+
+    /// Most events one instance may have in flight at once [default: 10000].
+    #[arg(
+        long,
+        value_name = "N",
+        env = "KONG_RUST_PLUGINSERVER_MAX_EVENTS_PER_INSTANCE"
+    )]
+    pub max_events_per_instance: Option<usize>,
+
+    /// Most connections served at once; each gets a thread [default: 4096].
+    #[arg(long, value_name = "N", env = "KONG_RUST_PLUGINSERVER_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Seconds to let events in flight finish after SIGTERM [default: 10].
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "KONG_RUST_PLUGINSERVER_DRAIN_TIMEOUT"
+    )]
+    pub drain_timeout: Option<u64>,
+
+    /// Also let members of this group (name or gid) connect to the sockets (mode 0660
+    /// instead of 0600), e.g. when Kong's workers run as another user.
+    #[arg(
+        long,
+        value_name = "GROUP",
+        env = "KONG_RUST_PLUGINSERVER_SOCKET_GROUP"
+    )]
+    pub socket_group: Option<String>,
+
+    /// Load plugin files and directories that other users own or may write. Such a file
+    /// runs anyone's code in the gateway's request path: for development only.
+    #[arg(
+        long,
+        env = "KONG_RUST_PLUGINSERVER_ALLOW_INSECURE_PLUGINS",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    pub allow_insecure_plugins: Option<bool>,
+
+    /// Log level; RUST_LOG, when set, takes precedence with its finer filters
+    /// [default: info].
+    #[arg(
+        long,
+        value_enum,
+        global = true,
+        env = "KONG_RUST_PLUGINSERVER_LOG_LEVEL"
+    )]
+    pub log_level: Option<LogLevel>,
+
+    /// Log line format on stderr [default: text].
+    #[arg(
+        long,
+        value_enum,
+        global = true,
+        env = "KONG_RUST_PLUGINSERVER_LOG_FORMAT"
+    )]
+    pub log_format: Option<LogFormat>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics. A bare port listens on 127.0.0.1.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "KONG_RUST_PLUGINSERVER_METRICS_LISTEN"
+    )]
+    pub metrics_listen: Option<String>,
+}
+
+/// The settings in force.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the plugin libraries are.
+    pub plugins_directory: PathBuf,
+    /// Kong's prefix: sockets, lock file, private library copies.
+    pub kong_prefix: PathBuf,
+    /// Limits on messages, events, connections.
+    pub limits: Limits,
+    /// Idle instances are released after this; `None`: never.
+    pub instance_idle_timeout: Option<Duration>,
+    /// How long SIGTERM waits for events in flight.
+    pub drain_timeout: Duration,
+    /// The socket group, as given.
+    pub socket_group: Option<String>,
+    /// Skip the ownership checks of plugin files.
+    pub allow_insecure_plugins: bool,
+    /// Log verbosity.
+    pub log_level: LogLevel,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Where to serve metrics.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl SettingsArgs {
+    /// Reads a TOML settings file.
+    pub fn from_file(path: &Path) -> Result<SettingsArgs, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| SettingsError::File {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })
+    }
+
+    /// Each setting from `self` (flags and environment), else from `file`, else the
+    /// default.
+    pub fn resolve(self, file: SettingsArgs) -> Result<Settings, SettingsError> {
+        let defaults = Limits::default();
+        let metrics_listen = self
+            .metrics_listen
+            .or(file.metrics_listen)
+            .map(|addr| parse_listen_address(&addr))
+            .transpose()?;
+        let instance_idle_timeout = self
+            .instance_idle_timeout
+            .or(file.instance_idle_timeout)
+            .unwrap_or(600);
+        let limits = Limits {
+            max_message: self
+                .max_message_size
+                .or(file.max_message_size)
+                .unwrap_or(defaults.max_message),
+            max_events_per_instance: self
+                .max_events_per_instance
+                .or(file.max_events_per_instance)
+                .unwrap_or(defaults.max_events_per_instance),
+            max_connections: self
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(defaults.max_connections),
+            event_timeout: self
+                .event_timeout
+                .or(file.event_timeout)
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.event_timeout),
+        };
+        for (setting, value) in [
+            ("max-message-size", limits.max_message),
+            ("max-events-per-instance", limits.max_events_per_instance),
+            ("max-connections", limits.max_connections),
+            ("event-timeout", limits.event_timeout.as_secs() as usize),
+        ] {
+            if value == 0 {
+                return Err(SettingsError::Value {
+                    setting,
+                    message: "must be greater than 0".into(),
+                });
+            }
+        }
+        Ok(Settings {
+            plugins_directory: self
+                .plugins_directory
+                .or(file.plugins_directory)
+                .unwrap_or_else(|| "/usr/local/lib/kong/rust-plugins".into()),
+            kong_prefix: self
+                .kong_prefix
+                .or(file.kong_prefix)
+                .unwrap_or_else(|| "/usr/local/kong".into()),
+            limits,
+            instance_idle_timeout: (instance_idle_timeout > 0)
+                .then(|| Duration::from_secs(instance_idle_timeout)),
+            drain_timeout: Duration::from_secs(
+                self.drain_timeout.or(file.drain_timeout).unwrap_or(10),
+            ),
+            socket_group: self.socket_group.or(file.socket_group),
+            allow_insecure_plugins: self
+                .allow_insecure_plugins
+                .or(file.allow_insecure_plugins)
+                .unwrap_or(false),
+            log_level: self.log_level.or(file.log_level).unwrap_or(LogLevel::Info),
+            log_format: self
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Text),
+            metrics_listen,
+        })
+    }
+}
+
+/// `9542` → `127.0.0.1:9542`; `host:port` as given.
+pub fn parse_listen_address(addr: &str) -> Result<SocketAddr, SettingsError> {
+    if let Ok(port) = addr.parse::<u16>() {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    addr.parse().map_err(|_| SettingsError::Value {
+        setting: "metrics-listen",
+        message: format!("{addr:?} is neither a port nor an address like 127.0.0.1:9542"),
+    })
+}
+
+/// Refuses `KONG_RUST_PLUGINSERVER_*` variables that are not among `known`: a typo would
+/// otherwise be silently ignored.
+pub fn check_environment(
+    vars: impl IntoIterator<Item = (String, String)>,
+    known: &[String],
+) -> Result<(), SettingsError> {
+    for (name, _) in vars {
+        if name.starts_with(ENV_PREFIX) && !known.contains(&name) {
+            return Err(SettingsError::UnknownVariable {
+                name,
+                known: known.join(", "),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let file: SettingsArgs = toml::from_str(
+            "kong-prefix = \"/k\"\nmax-connections = 7\nlog-format = \"json\"\nmetrics-listen = \"9542\"\n",
+        )
+        .unwrap();
+        let flags = SettingsArgs {
+            max_connections: Some(9),
+            ..SettingsArgs::default()
+        };
+        let settings = flags.resolve(file).unwrap();
+        assert_eq!(settings.kong_prefix, PathBuf::from("/k"));
+        assert_eq!(settings.limits.max_connections, 9);
+        assert_eq!(settings.log_format, LogFormat::Json);
+        assert_eq!(settings.log_level, LogLevel::Info);
+        assert_eq!(
+            settings.metrics_listen,
+            Some("127.0.0.1:9542".parse().unwrap())
+        );
+        assert_eq!(
+            settings.instance_idle_timeout,
+            Some(Duration::from_secs(600))
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let err = toml::from_str::<SettingsArgs>("max-conections = 1").unwrap_err();
+        assert!(err.to_string().contains("max-conections"), "{err}");
+        let err = toml::from_str::<SettingsArgs>("log-level = \"loud\"").unwrap_err();
+        assert!(err.to_string().contains("loud"), "{err}");
+        let err = parse_listen_address("localhost").unwrap_err();
+        assert!(err.to_string().contains("metrics-listen"), "{err}");
+        let zero = SettingsArgs {
+            max_connections: Some(0),
+            ..SettingsArgs::default()
+        };
+        assert!(
+            zero.resolve(SettingsArgs::default())
+                .unwrap_err()
+                .to_string()
+                .contains("max-connections")
+        );
+        let known = vec!["KONG_RUST_PLUGINSERVER_KONG_PREFIX".to_owned()];
+        let err = check_environment(
+            [(
+                "KONG_RUST_PLUGINSERVER_KONG_PREFX".to_owned(),
+                "x".to_owned(),
+            )],
+            &known,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("KONG_RUST_PLUGINSERVER_KONG_PREFX"),
+            "{err}"
+        );
+        check_environment([("PATH".to_owned(), "/bin".to_owned())], &known).unwrap();
+    }
+}
