@@ -79,7 +79,9 @@ fn unknown_settings_and_bad_values_are_refused_by_name() {
     let scratch = Scratch::with_plugins(&["rust-hello"]);
     let file = scratch.prefix().join("bad.toml");
     std::fs::write(&file, "max-conections = 10\n").unwrap();
-    let cases: Vec<(Vec<String>, Vec<(&str, &str)>, &str)> = vec![
+    /// Arguments, environment, and the name the refusal must mention.
+    type Case = (Vec<String>, Vec<(&'static str, &'static str)>, &'static str);
+    let cases: Vec<Case> = vec![
         (
             vec!["--config".into(), file.display().to_string()],
             vec![],
