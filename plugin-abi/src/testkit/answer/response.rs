@@ -1,0 +1,97 @@
+//! Kong's answers for `kong.response`: the client response, and exits.
+
+use super::{Answer, arg, arg_str, mmap, nil, s, unknown, val};
+use super::{headers_arg, log::to_json, lua_text, name_value, status_arg};
+use crate::testkit::record::Exit;
+use crate::{
+    ffi::Phase,
+    testkit::{TestRequest, record::Recorded},
+    value::Value,
+};
+
+/// Kong's answer to `method(args)`; a function of the group the kit does not model is
+/// recorded as unknown and answered nil.
+pub(super) fn answer(
+    req: &TestRequest,
+    rec: &mut Recorded,
+    _phase: Phase,
+    method: &str,
+    args: &[Value],
+) -> Answer {
+    match method {
+        // kong.response
+        "kong.response.get_status" => val(u32::from(rec.response.status)),
+        "kong.response.get_header" => Ok(rec
+            .response
+            .headers
+            .get(&arg_str(method, args, 0)?.to_ascii_lowercase())
+            .map(Value::from)),
+        "kong.response.get_headers" => mmap(&rec.response.headers),
+        "kong.response.get_source" => s(match (&rec.exit, &req.upstream) {
+            (Some(_), _) => "exit",
+            (None, Some(_)) => "service",
+            (None, None) => "error",
+        }),
+        "kong.response.set_status" => {
+            rec.response.status = status_arg(method, args)?;
+            nil()
+        }
+        "kong.response.set_header" => {
+            let (name, value) = name_value(method, args)?;
+            rec.response.headers.set(name, value);
+            nil()
+        }
+        "kong.response.add_header" => {
+            let (name, value) = name_value(method, args)?;
+            rec.response.headers.add(name, value);
+            nil()
+        }
+        "kong.response.clear_header" => {
+            rec.response
+                .headers
+                .0
+                .remove(&arg_str(method, args, 0)?.to_ascii_lowercase());
+            nil()
+        }
+        "kong.response.set_headers" => {
+            for (name, values) in headers_arg(arg(args, 0))?.0 {
+                rec.response
+                    .headers
+                    .0
+                    .insert(name.to_ascii_lowercase(), values);
+            }
+            nil()
+        }
+        "kong.response.exit" | "kong.response.error" => {
+            let status = status_arg(method, args)?;
+            let body = arg(args, 1).cloned();
+            let headers = headers_arg(arg(args, 2))?;
+            rec.response.status = status;
+            rec.response.body = match &body {
+                Some(Value::Map(_)) => {
+                    serde_json::to_vec(&to_json(body.as_ref().unwrap())).unwrap_or_default()
+                }
+                Some(v) if method == "kong.response.error" => {
+                    format!("{{\"message\":{}}}", serde_json::Value::from(lua_text(v))).into_bytes()
+                }
+                Some(v) => v.as_bytes().map(<[u8]>::to_vec).unwrap_or_default(),
+                None => Vec::new(),
+            };
+            for (name, values) in &headers.0 {
+                rec.response
+                    .headers
+                    .0
+                    .insert(name.to_ascii_lowercase(), values.clone());
+            }
+            rec.exit = Some(Exit {
+                method: method.to_owned(),
+                status,
+                body,
+                headers,
+            });
+            nil()
+        }
+
+        _ => unknown(rec, method),
+    }
+}
