@@ -17,6 +17,7 @@
 mod driver;
 mod error;
 mod exchange;
+mod host_log;
 // abi_stable's #[sabi_trait] expands to impls inside a const block.
 #[allow(non_local_definitions)]
 pub mod ffi;

@@ -10,6 +10,7 @@ pub mod kong_config;
 pub mod loader;
 pub mod methods;
 pub mod metrics;
+pub mod plugin_log;
 pub mod protocol;
 pub mod reload;
 pub mod serve_lock;

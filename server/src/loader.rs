@@ -231,6 +231,9 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedPlugin, LoadErro
         None => lib_header_from_path(path).and_then(|h| h.init_root_module::<PluginModuleRef>()),
     }
     .map_err(library_error)?;
+    if let Some(set_host_logger) = module.set_host_logger() {
+        set_host_logger(crate::plugin_log::host_logger());
+    }
     let info = match (module.info())() {
         RResult::ROk(info) => validate(info),
         RResult::RErr(err) => Err(err.message.into_string()),

@@ -300,3 +300,31 @@ fn try_shows_an_exit_and_its_response() {
         "{transcript}"
     );
 }
+
+#[test]
+fn plugin_logs_reach_the_daemon_log_with_the_plugin_name() {
+    let scratch = Scratch::with_plugins(&["e2e-probe"]);
+    let daemon = scratch.start(&["e2e-probe"]);
+    let kong = daemon.kong();
+    let id = kong
+        .start_instance("e2e-probe", json!({"mode": "echo"}))
+        .unwrap();
+    let run = kong.run_event(id, "access", |_| Some(Value::from("marker-42")));
+    assert_eq!(run.end, EventEnd::Ret);
+    daemon.wait_for_log("echoing Some(\"marker-42\")", Duration::from_secs(10));
+    let stderr = daemon.stderr();
+    let constructed = stderr
+        .lines()
+        .find(|l| l.contains("probe constructed"))
+        .unwrap_or_else(|| panic!("no constructor log line:\n{stderr}"));
+    assert!(
+        constructed.contains("INFO") && constructed.contains("e2e-probe"),
+        "{constructed}"
+    );
+    assert!(constructed.contains("mode=Echo"), "{constructed}");
+    let echoed = stderr.lines().find(|l| l.contains("echoing")).unwrap();
+    assert!(
+        echoed.contains("WARN") && echoed.contains("e2e-probe"),
+        "{echoed}"
+    );
+}

@@ -18,8 +18,8 @@ use abi_stable::{
 
 use super::{
     ConfiguredBox, ConfiguredFfi, ConfiguredFfi_TO, EventBox, EventFfi, EventFfi_TO, EventPoll,
-    FfiWaker, InstanceBox, InstanceFfi, InstanceFfi_TO, Phase, PluginErrorFfi, PluginInfoFfi,
-    PluginModule, PluginModuleRef, StepInput,
+    FfiWaker, HostLogger, InstanceBox, InstanceFfi, InstanceFfi_TO, Phase, PluginErrorFfi,
+    PluginInfoFfi, PluginModule, PluginModuleRef, StepInput,
 };
 use crate::{
     driver::{EventDriver, Input, Step, panic_message},
@@ -32,8 +32,13 @@ pub fn module_for<P: Plugin>() -> PluginModuleRef {
     PluginModule {
         info: info::<P>,
         new_instance: new_instance::<P>,
+        set_host_logger: set_host_logger::<P>,
     }
     .leak_into_prefix()
+}
+
+extern "C" fn set_host_logger<P: Plugin>(logger: HostLogger) {
+    let _ = catch_unwind(|| crate::host_log::install(logger, P::NAME));
 }
 
 fn caught<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> RResult<T, PluginErrorFfi> {

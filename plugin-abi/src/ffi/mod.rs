@@ -38,6 +38,22 @@ pub struct PluginModule {
     #[sabi(last_prefix_field)]
     pub new_instance:
         extern "C" fn(config_json: RStr<'_>) -> RResult<ConfiguredBox, PluginErrorFfi>,
+    /// Routes the plugin's `tracing` and `log` output to the daemon's log. A field after
+    /// the last prefix field: a daemon can load a plugin built before it existed (the
+    /// accessor then returns `None`).
+    #[sabi(missing_field(option))]
+    pub set_host_logger: extern "C" fn(logger: HostLogger),
+}
+
+/// The daemon's log, as a plugin sees it.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct HostLogger {
+    /// The most verbose level the daemon records: 1 error, 2 warn, 3 info, 4 debug,
+    /// 5 trace (0: nothing).
+    pub max_level: u8,
+    /// Records one line: level (as above), plugin name, target (module path), message.
+    pub log: extern "C" fn(level: u8, plugin: RStr<'_>, target: RStr<'_>, message: RStr<'_>),
 }
 
 impl RootModule for PluginModuleRef {

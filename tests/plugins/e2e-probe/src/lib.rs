@@ -70,6 +70,8 @@ impl Plugin for Probe {
         if config.panic_in_new {
             panic!("probe constructor panic");
         }
+        // Plugin logs go to the daemon's log, through the host logger.
+        tracing::info!(mode = ?config.mode, "probe constructed");
         Ok(Probe {
             mode: config.mode,
             delay: Duration::from_millis(config.delay_ms),
@@ -81,6 +83,7 @@ impl Plugin for Probe {
         let probe = kong.request().get_header("x-probe").await?;
         match self.mode {
             Mode::Echo => {
+                log::warn!("echoing {probe:?}");
                 kong.response()
                     .set_header("x-echo", probe.as_deref().unwrap_or("(none)"))
                     .await?;

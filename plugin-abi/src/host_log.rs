@@ -1,0 +1,150 @@
+//! Plugin logs go to the daemon's log.
+//!
+//! A plugin library has its own copy of the `tracing` and `log` globals, so its log
+//! statements would go nowhere. When the daemon loads a plugin it hands over a
+//! [`HostLogger`]; this module installs, inside the plugin library, a `tracing` subscriber
+//! and a `log` logger that forward every record to it, tagged with the plugin's name.
+//! Plugin code just uses `tracing::info!(..)` or `log::info!(..)`.
+
+use std::{fmt::Write, sync::OnceLock};
+
+use abi_stable::std_types::RStr;
+use tracing::{
+    Event, Level, Metadata, Subscriber,
+    field::{Field, Visit},
+    level_filters::LevelFilter,
+    span,
+};
+
+use crate::ffi::HostLogger;
+
+static HOST: OnceLock<(HostLogger, &'static str)> = OnceLock::new();
+
+/// Installs the forwarding; only the first call has an effect.
+pub(crate) fn install(logger: HostLogger, plugin: &'static str) {
+    if HOST.set((logger, plugin)).is_err() {
+        return;
+    }
+    let _ = tracing::subscriber::set_global_default(Forward);
+    if log::set_logger(&Forward).is_ok() {
+        log::set_max_level(match logger.max_level {
+            0 => log::LevelFilter::Off,
+            1 => log::LevelFilter::Error,
+            2 => log::LevelFilter::Warn,
+            3 => log::LevelFilter::Info,
+            4 => log::LevelFilter::Debug,
+            _ => log::LevelFilter::Trace,
+        });
+    }
+}
+
+fn code(level: &Level) -> u8 {
+    match *level {
+        Level::ERROR => 1,
+        Level::WARN => 2,
+        Level::INFO => 3,
+        Level::DEBUG => 4,
+        Level::TRACE => 5,
+    }
+}
+
+fn emit(level: u8, target: &str, message: &str) {
+    if let Some((logger, plugin)) = HOST.get()
+        && level <= logger.max_level
+    {
+        (logger.log)(
+            level,
+            RStr::from(*plugin),
+            RStr::from(target),
+            RStr::from(message),
+        );
+    }
+}
+
+struct Forward;
+
+impl Subscriber for Forward {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        HOST.get()
+            .is_some_and(|(logger, _)| code(metadata.level()) <= logger.max_level)
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(match HOST.get().map_or(0, |(l, _)| l.max_level) {
+            0 => LevelFilter::OFF,
+            1 => LevelFilter::ERROR,
+            2 => LevelFilter::WARN,
+            3 => LevelFilter::INFO,
+            4 => LevelFilter::DEBUG,
+            _ => LevelFilter::TRACE,
+        })
+    }
+
+    // Spans carry no output of their own here; events are forwarded one by one.
+    fn new_span(&self, _: &span::Attributes<'_>) -> span::Id {
+        span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &span::Id, _: &span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &span::Id, _: &span::Id) {}
+
+    fn event(&self, event: &Event<'_>) {
+        let mut text = Text(String::new());
+        event.record(&mut text);
+        let metadata = event.metadata();
+        emit(code(metadata.level()), metadata.target(), &text.0);
+    }
+
+    fn enter(&self, _: &span::Id) {}
+
+    fn exit(&self, _: &span::Id) {}
+}
+
+/// The event's message, then its other fields as `name=value`.
+struct Text(String);
+
+impl Visit for Text {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if !self.0.is_empty() {
+            self.0.push(' ');
+        }
+        if field.name() == "message" {
+            let _ = write!(self.0, "{value:?}");
+        } else {
+            let _ = write!(self.0, "{}={value:?}", field.name());
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            if !self.0.is_empty() {
+                self.0.push(' ');
+            }
+            self.0.push_str(value);
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+}
+
+impl log::Log for Forward {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if log::Log::enabled(self, record.metadata()) {
+            let level = match record.level() {
+                log::Level::Error => 1,
+                log::Level::Warn => 2,
+                log::Level::Info => 3,
+                log::Level::Debug => 4,
+                log::Level::Trace => 5,
+            };
+            emit(level, record.target(), &record.args().to_string());
+        }
+    }
+
+    fn flush(&self) {}
+}
