@@ -15,7 +15,7 @@
 //! `kong.response.exit` is how a `response` handler replaces the body over the external
 //! plugin protocol: `kong.response.set_raw_body` only works in `body_filter`, a phase
 //! external plugins do not have. A response with nothing to redact is left to Kong as it
-//! is (no exit), so it costs three or four reads.
+//! is (no exit): one read for a non-JSON response, three for a JSON one.
 //!
 //! Not redacted, with a warning in Kong's error.log: bodies that are not valid JSON and
 //! compressed bodies (`Content-Encoding` other than `identity`; remove `Accept-Encoding`
