@@ -13,3 +13,4 @@ pub mod reload;
 pub mod serve_lock;
 pub mod server;
 pub mod state;
+pub mod template;
