@@ -17,4 +17,5 @@ pub mod serve_lock;
 pub mod server;
 pub mod settings;
 pub mod state;
+pub mod template;
 pub mod try_event;

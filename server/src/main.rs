@@ -21,6 +21,7 @@ use kong_rust_pluginserver::{
     server::{self, Server, SocketAccess},
     settings::{self, LogFormat, Settings, SettingsArgs},
     state::Daemon,
+    template::{self, PdkSource},
     try_event::{self, Ending, Target},
 };
 use signal_hook::{
@@ -93,6 +94,19 @@ enum Command {
     /// Play Kong for one event: run a plugin's phase handler against a described request
     /// and print every PDK call it makes and the resulting response.
     Try(TryArgs),
+    /// Create a plugin crate that builds and passes its tests as created.
+    New {
+        /// The plugin name, also the package name: 1-64 characters of a-z, 0-9, '-' and '_',
+        /// starting with a letter.
+        name: String,
+        /// The directory to create (default: ./NAME). It must not exist.
+        #[arg(long, value_name = "DIR")]
+        path: Option<PathBuf>,
+        /// Depend on this local kong-rust-pdk (the plugin-abi directory of a
+        /// kong-rust-pluginserver checkout) instead of the crates.io release.
+        #[arg(long, value_name = "DIR")]
+        pdk_path: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -201,6 +215,17 @@ fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         }) => return print_kong_conf(&settings, single_entry, binary),
         Some(Command::Status { socket, json }) => return print_status(&settings, socket, json),
         Some(Command::Try(args)) => return try_event(&settings, args),
+        Some(Command::New {
+            name,
+            path,
+            pdk_path,
+        }) => {
+            let dir = path.unwrap_or_else(|| PathBuf::from(&name));
+            let pdk = pdk_path.map_or_else(PdkSource::published, PdkSource::Path);
+            let created = template::create(&dir, &name, pdk)?;
+            print!("{}", created.next_steps());
+            return Ok(());
+        }
         None => {}
     }
     if let Some(name) = &cli.dump_plugin {
