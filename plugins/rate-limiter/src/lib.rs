@@ -187,15 +187,6 @@ impl RateLimiter {
         Ok(format!("ip:{}", kong.client().get_forwarded_ip().await?))
     }
 
-    fn check(&self, keys: &Keys, slot: Slot, now_ms: u64) -> Result<Decision, store::StoreError> {
-        let counts: Counts = self.counters.hit(keys, now_ms)?;
-        let decision = window::decide(self.config.window, self.config.limit, counts, slot);
-        if !decision.allowed {
-            self.counters.refund(keys, now_ms)?;
-        }
-        Ok(decision)
-    }
-
     fn quota_headers(&self, decision: &Decision) -> Multimap {
         let mut headers = Multimap::new();
         if let Some([limit, remaining, reset]) = self.config.headers.names() {
@@ -247,8 +238,8 @@ impl Plugin for RateLimiter {
         let now_ms = (self.clock)();
         let slot = Slot::at(now_ms, u64::from(self.config.window_seconds) * 1000);
         let keys = self.keys(&scope(kong.instance()), &client, slot);
-        let decision = match self.check(&keys, slot, now_ms) {
-            Ok(decision) => decision,
+        let counts = match self.counters.hit(&keys, now_ms) {
+            Ok(counts) => counts,
             Err(e) if self.config.fault_tolerant => {
                 return kong
                     .log()
@@ -267,10 +258,19 @@ impl Plugin for RateLimiter {
                     .await;
             }
         };
+        let decision = window::decide(self.config.window, self.config.limit, counts, slot);
+        if !decision.allowed
+            && let Err(e) = self.counters.refund(&keys, now_ms)
+        {
+            // The verdict stands; the client's count just stays one higher.
+            kong.log()
+                .err(&format!("could not take back a refused request: {e}"))
+                .await?;
+        }
         let mut headers = self.quota_headers(&decision);
         if !decision.allowed {
             headers.set("Retry-After", decision.reset_seconds.to_string());
-            let body = Body::json(&serde_message())?;
+            let body = Body::json(&exceeded_body())?;
             return kong.response().exit_with_headers(429, body, &headers).await;
         }
         if headers.is_empty() {
@@ -281,7 +281,7 @@ impl Plugin for RateLimiter {
 }
 
 /// `{"message": "API rate limit exceeded"}`.
-fn serde_message() -> std::collections::BTreeMap<&'static str, &'static str> {
+fn exceeded_body() -> std::collections::BTreeMap<&'static str, &'static str> {
     [("message", EXCEEDED_MESSAGE)].into()
 }
 

@@ -267,6 +267,43 @@ fn a_failing_store_refuses_requests_otherwise() {
     assert!(sim.logged("err", "request refused"), "{:?}", sim.logs);
 }
 
+/// Counts, but cannot take a request back (Redis failing between the two calls).
+struct RefundFails(LocalCounters);
+
+impl Counter for RefundFails {
+    fn hit(&self, keys: &Keys, now_ms: u64) -> Result<Counts, StoreError> {
+        self.0.hit(keys, now_ms)
+    }
+    fn refund(&self, _: &Keys, _: u64) -> Result<(), StoreError> {
+        Err(broken())
+    }
+}
+
+#[test]
+fn a_failed_refund_still_refuses() {
+    let config: Config =
+        serde_json::from_value(json!({"limit": 1, "window_seconds": 60, "fault_tolerant": true}))
+            .unwrap();
+    let plugin = Arc::new(RateLimiter::with_parts(
+        config,
+        Arc::new(RefundFails(LocalCounters::default())),
+        Arc::new(|| T0),
+    ));
+    assert!(
+        from_ip("198.51.100.1")
+            .run(&plugin, Phase::Access)
+            .exit
+            .is_none()
+    );
+    let sim = from_ip("198.51.100.1").run(&plugin, Phase::Access);
+    assert_eq!(sim.exit.as_ref().map(|e| e.status), Some(429));
+    assert!(
+        sim.logged("err", "could not take back a refused request"),
+        "{:?}",
+        sim.logs
+    );
+}
+
 #[test]
 fn the_built_plugin_counts_in_the_process_wide_store_per_plugin_entity() {
     let config = json!({"limit": 1, "window_seconds": 3600, "limit_by": "ip"});
