@@ -133,9 +133,20 @@ impl Worker {
         if let Some(conn) = pooled {
             return Ok(conn);
         }
-        let stream = UnixStream::connect(&self.socket)
-            .await
-            .with_context(|| format!("connect {}", self.socket.display()))?;
+        // A full listen backlog answers EAGAIN: wait a little, as a busy nginx would.
+        let mut attempts = 0;
+        let stream = loop {
+            match UnixStream::connect(&self.socket).await {
+                Ok(stream) => break stream,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock && attempts < 1000 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(err) => {
+                    return Err(err).with_context(|| format!("connect {}", self.socket.display()));
+                }
+            }
+        };
         self.stats.borrow_mut().connections += 1;
         Ok(Conn {
             stream,
