@@ -45,6 +45,7 @@ def main(results):
         ("latency/event p50 at half peak, us", "half", ("latency_us", "p50"), "%.0f"),
         ("latency/event p99 at half peak, us", "half", ("latency_us", "p99"), "%.0f"),
         ("latency/event p99.9 at half peak, us", "half", ("latency_us", "p999"), "%.0f"),
+        ("events skipped by the pacer at half peak", "half", ("skipped",), "%.0f"),
         ("server CPU per event at half peak, us", "half", ("server", "cpu_us_per_event"), "%.2f"),
         ("server peak RSS (peak run), KiB", "peak", ("server", "peak_rss_kib"), "%.0f"),
         ("RSS per idle instance, bytes", "instances", ("bytes_per_instance",), "%.0f"),

@@ -72,7 +72,8 @@ pub struct EventsReport {
     pub round_trips: u64,
     pub errors: u64,
     pub first_error: Option<String>,
-    /// Events the open loop skipped because too many were in flight.
+    /// Open loop: events not started because the pacer reached them over 10 ms late (the
+    /// load generator was starved of CPU) or too many were in flight.
     pub skipped: u64,
     pub seconds: f64,
     pub events_per_s: f64,
