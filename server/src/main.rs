@@ -143,8 +143,7 @@ fn serve(cli: Cli, scan: Scan) -> anyhow::Result<()> {
             plugin.path.display()
         );
     }
-    // One event loop on this thread; server::serve adds one per further connection thread.
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("kong-rust-pluginserver")
         .build()
