@@ -8,7 +8,8 @@
 #   QUICK=1 scripts/bench-compare.sh    # a short run, for trying things out
 #
 # Knobs (environment): PEAK_SECONDS, HALF_SECONDS, REPEAT, INSTANCES, RSS_EVENTS_LO, RSS_EVENTS_HI,
-# WORKERS, CONCURRENCY, SERVERS ("rust js python"), BENCH_DIR (scratch, default
+# WORKERS, CONCURRENCY, SERVERS ("rust js python"), RUST_ARGS (extra flags for our daemon, e.g.
+# "--event-loops 1"), BENCH_DIR (scratch, default
 # target/bench-compare). Installs the reference servers on first use (bench/compare/setup.sh).
 # Everything runs on unix sockets in BENCH_DIR; every run is bounded.
 set -euo pipefail
@@ -43,7 +44,7 @@ socket_of() { case "$1" in rust) echo "$prefix/rust-hello.socket" ;; js) echo "$
 cmd_of() {
   local log="$results/$1.server.log"
   case "$1" in
-    rust) echo "env RUST_LOG=warn $root/target/release/kong-rust-pluginserver --plugins-directory $bench/plugins/rust --kong-prefix $prefix 2>>$log" ;;
+    rust) echo "env RUST_LOG=warn $root/target/release/kong-rust-pluginserver --plugins-directory $bench/plugins/rust --kong-prefix $prefix ${RUST_ARGS:-} 2>>$log" ;;
     js) echo "$bench/js/node_modules/.bin/kong-js-pluginserver -d $bench/plugins/js -p $prefix --sock-name js-hello.sock 2>>$log" ;;
     python) echo "$bench/venv/bin/kong-python-pluginserver -d $bench/plugins/python -p $prefix --socket-name py_hello.sock 2>>$log" ;;
   esac

@@ -1,22 +1,25 @@
 //! One connection from Kong: a stream of requests, each answered by exactly one response.
 //!
-//! Every connection has its own thread. Kong never pipelines (one request in flight per
-//! connection), so the thread reads a request, runs it (plugin code included) and writes
-//! the response: two system calls per round trip, no hand-off between threads, and a
-//! plugin handler that blocks holds up only the connection it runs on, never another
-//! plugin or another request. Buffers are reused for the life of the connection. A stream
-//! that cannot be framed is closed (there is no way to find the next message in it); other
-//! connections are unaffected.
+//! Kong never pipelines (one request in flight per connection), so the loop is simple:
+//! announce the pid, then frame, dispatch, write, repeat. Buffers are reused for the life of
+//! the connection. A stream that cannot be framed is closed (there is no way to find the
+//! next message in it); other connections are unaffected.
+//!
+//! The same loop runs over two transports (see [`crate::server::Threading`]): a blocking
+//! socket on a thread of its own (the default: a plugin handler that blocks holds up only
+//! its connection), or a non-blocking socket on a shared single-threaded event loop (fewer
+//! context switches per message, for plugins that never block).
 
 use std::{
     future::Future,
     io::{Read, Write},
-    os::unix::net::UnixStream,
     pin::pin,
     sync::Arc,
     task::{Context, Poll, Wake, Waker},
     thread::Thread,
 };
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
     methods,
@@ -28,13 +31,53 @@ use crate::{
 /// message size limit) and shrinks back after them.
 const INPUT_BUFFER: usize = 8 * 1024;
 
-/// Serves one connection until Kong closes it or sends something unusable.
-pub fn serve(mut stream: UnixStream, daemon: &Daemon) {
+/// A byte stream to Kong.
+pub trait Transport {
+    /// Reads some bytes; 0 at the end of the stream.
+    fn read(&mut self, buf: &mut [u8]) -> impl Future<Output = std::io::Result<usize>>;
+    /// Writes all of `buf`.
+    fn write_all(&mut self, buf: &[u8]) -> impl Future<Output = std::io::Result<()>>;
+}
+
+/// A blocking socket, on a thread of its own: the futures complete at once.
+impl Transport for std::os::unix::net::UnixStream {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match Read::read(self, buf) {
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        Write::write_all(self, buf)
+    }
+}
+
+/// A non-blocking socket on an event loop.
+impl Transport for tokio::net::UnixStream {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        AsyncReadExt::read(self, buf).await
+    }
+
+    async fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        AsyncWriteExt::write_all(self, buf).await
+    }
+}
+
+/// Serves a blocking connection on the calling thread until Kong closes it.
+pub fn serve_blocking(stream: std::os::unix::net::UnixStream, daemon: &Daemon) {
     let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    block_on(serve(stream, daemon), &waker);
+}
+
+/// Serves one connection until Kong closes it or sends something unusable.
+pub async fn serve<T: Transport>(mut stream: T, daemon: &Daemon) {
     let max_message = daemon.limits.max_message;
     let mut out = Vec::with_capacity(512);
     encode::server_pid(&mut out, daemon.pid);
-    if stream.write_all(&out).is_err() {
+    if stream.write_all(&out).await.is_err() {
         return;
     }
     let mut input = vec![0u8; INPUT_BUFFER];
@@ -46,7 +89,7 @@ pub fn serve(mut stream: UnixStream, daemon: &Daemon) {
                 if filled == input.len() {
                     input.resize(input.len() * 2, 0);
                 }
-                match stream.read(&mut input[filled..]) {
+                match stream.read(&mut input[filled..]).await {
                     Ok(0) => {
                         if filled > 0 {
                             tracing::warn!(
@@ -60,7 +103,6 @@ pub fn serve(mut stream: UnixStream, daemon: &Daemon) {
                         filled += n;
                         continue;
                     }
-                    Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(err) => {
                         tracing::debug!("connection read failed: {err}");
                         return;
@@ -77,7 +119,7 @@ pub fn serve(mut stream: UnixStream, daemon: &Daemon) {
         };
         out.clear();
         match protocol::parse_request(&input[..len]) {
-            Ok(request) => block_on(methods::dispatch(daemon, &request, &mut out), &waker),
+            Ok(request) => methods::dispatch(daemon, &request, &mut out).await,
             Err(RequestError::Malformed { msgid, reason }) => {
                 tracing::warn!("malformed request {msgid}: {reason}");
                 encode::error(&mut out, msgid, &format!("malformed request: {reason}"));
@@ -87,7 +129,7 @@ pub fn serve(mut stream: UnixStream, daemon: &Daemon) {
                 return;
             }
         }
-        if stream.write_all(&out).is_err() {
+        if stream.write_all(&out).await.is_err() {
             return;
         }
         input.copy_within(len..filled, 0);

@@ -18,7 +18,7 @@ use kong_rust_pluginserver::{
     loader::{self, LoadOptions, Scan},
     metrics, reload,
     serve_lock::{self, Acquired, ServeLock},
-    server::{self, Server, SocketAccess},
+    server::{self, Server, SocketAccess, Threading},
     settings::{self, LogFormat, Settings, SettingsArgs},
     state::Daemon,
     template::{self, PdkSource},
@@ -514,7 +514,11 @@ fn run_daemon(settings: Settings) -> anyhow::Result<()> {
         );
     }
     let daemon = Arc::new(Daemon::new(scan.plugins, settings.limits));
-    let server = Server::new(daemon.clone());
+    let threading = match settings.event_loops {
+        0 => Threading::PerConnection,
+        n => Threading::EventLoops(n),
+    };
+    let server = Server::new(daemon.clone(), threading).context("starting the event loops")?;
     for plugin in daemon.plugins() {
         let socket = server::bind(&settings.kong_prefix, &plugin.plugin.info.name, access)?;
         server.listen(socket)?;

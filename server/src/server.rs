@@ -8,7 +8,7 @@ use std::{
     os::unix::{
         ffi::OsStrExt,
         fs::{FileTypeExt, PermissionsExt},
-        net::UnixListener,
+        net::{UnixListener, UnixStream},
     },
     path::{Path, PathBuf},
     sync::{
@@ -122,21 +122,46 @@ pub fn bind(
     })
 }
 
-/// Accepts connections for the daemon and runs a thread per connection.
+/// How connections are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Threading {
+    /// A thread per connection (the default). A plugin handler that blocks holds up only
+    /// the request on its connection; each message costs a thread wake-up.
+    #[default]
+    PerConnection,
+    /// Connections are dealt round-robin to this many single-threaded event loops. A loop
+    /// wakes once for all its ready connections, which costs less CPU under load, but a
+    /// handler that blocks stalls every connection of its loop: only for plugins whose
+    /// handlers never block (they await their I/O).
+    EventLoops(usize),
+}
+
+/// Accepts connections for the daemon and serves them as [`Threading`] says.
 pub struct Server {
     daemon: Arc<Daemon>,
     connections: Arc<AtomicUsize>,
     listening: Mutex<HashSet<String>>,
+    loops: Vec<tokio::sync::mpsc::UnboundedSender<UnixStream>>,
+    next_loop: AtomicUsize,
 }
 
 impl Server {
     /// A server for `daemon`, listening nowhere yet.
-    pub fn new(daemon: Arc<Daemon>) -> Arc<Server> {
-        Arc::new(Server {
+    pub fn new(daemon: Arc<Daemon>, threading: Threading) -> io::Result<Arc<Server>> {
+        let connections = Arc::new(AtomicUsize::new(0));
+        let loops = match threading {
+            Threading::PerConnection => Vec::new(),
+            Threading::EventLoops(n) => (0..n.max(1))
+                .map(|i| start_event_loop(i, daemon.clone(), connections.clone()))
+                .collect::<io::Result<_>>()?,
+        };
+        Ok(Arc::new(Server {
             daemon,
-            connections: Arc::new(AtomicUsize::new(0)),
+            connections,
             listening: Mutex::new(HashSet::new()),
-        })
+            loops,
+            next_loop: AtomicUsize::new(0),
+        }))
     }
 
     /// The daemon served.
@@ -196,18 +221,60 @@ impl Server {
                 );
                 continue;
             }
-            let daemon = self.daemon.clone();
-            let connections = self.connections.clone();
-            let spawned = std::thread::Builder::new()
-                .name("kong-connection".into())
-                .spawn(move || {
-                    connection::serve(stream, &daemon);
-                    connections.fetch_sub(1, Ordering::Relaxed);
-                });
-            if let Err(err) = spawned {
+            if let Err(err) = self.hand_over(stream) {
                 self.connections.fetch_sub(1, Ordering::Relaxed);
-                tracing::error!(plugin = %socket.plugin, "cannot start a connection thread: {err}");
+                tracing::error!(plugin = %socket.plugin, "cannot serve a connection: {err}");
             }
         }
     }
+
+    /// Starts serving an accepted connection: on a new thread, or on an event loop.
+    fn hand_over(&self, stream: UnixStream) -> io::Result<()> {
+        if self.loops.is_empty() {
+            let daemon = self.daemon.clone();
+            let connections = self.connections.clone();
+            return std::thread::Builder::new()
+                .name("kong-connection".into())
+                .spawn(move || {
+                    connection::serve_blocking(stream, &daemon);
+                    connections.fetch_sub(1, Ordering::Relaxed);
+                })
+                .map(|_| ());
+        }
+        stream.set_nonblocking(true)?;
+        let i = self.next_loop.fetch_add(1, Ordering::Relaxed) % self.loops.len();
+        self.loops[i]
+            .send(stream)
+            .map_err(|_| io::Error::other("the event loop has stopped"))
+    }
+}
+
+/// A single-threaded event loop serving the connections sent to it.
+fn start_event_loop(
+    index: usize,
+    daemon: Arc<Daemon>,
+    connections: Arc<AtomicUsize>,
+) -> io::Result<tokio::sync::mpsc::UnboundedSender<UnixStream>> {
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<UnixStream>();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    std::thread::Builder::new()
+        .name(format!("event-loop-{index}"))
+        .spawn(move || {
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&runtime, async move {
+                while let Some(stream) = receiver.recv().await {
+                    let (daemon, connections) = (daemon.clone(), connections.clone());
+                    tokio::task::spawn_local(async move {
+                        match tokio::net::UnixStream::from_std(stream) {
+                            Ok(stream) => connection::serve(stream, &daemon).await,
+                            Err(err) => tracing::error!("cannot serve a connection: {err}"),
+                        }
+                        connections.fetch_sub(1, Ordering::Relaxed);
+                    });
+                }
+            });
+        })?;
+    Ok(sender)
 }

@@ -207,6 +207,12 @@ pub struct SettingsArgs {
     )]
     pub log_format: Option<LogFormat>,
 
+    /// Serve connections on N single-threaded event loops instead of a thread per
+    /// connection (0, the default). Cheaper per message under load, but a plugin handler
+    /// that blocks stalls every connection of its loop: only for plugins that never block.
+    #[arg(long, value_name = "N", env = "KONG_RUST_PLUGINSERVER_EVENT_LOOPS")]
+    pub event_loops: Option<usize>,
+
     /// Serve Prometheus metrics at http://ADDR/metrics. A bare port listens on 127.0.0.1.
     #[arg(
         long,
@@ -239,6 +245,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Where to serve metrics.
     pub metrics_listen: Option<SocketAddr>,
+    /// Event loops to serve connections on; 0: a thread per connection.
+    pub event_loops: usize,
 }
 
 impl SettingsArgs {
@@ -325,6 +333,7 @@ impl SettingsArgs {
                 .or(file.log_format)
                 .unwrap_or(LogFormat::Text),
             metrics_listen,
+            event_loops: self.event_loops.or(file.event_loops).unwrap_or(0),
         })
     }
 }

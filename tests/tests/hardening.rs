@@ -324,3 +324,34 @@ fn a_socket_group_opens_the_sockets_to_that_group_only() {
     assert_eq!(meta.mode() & 0o777, 0o660);
     assert_eq!(meta.gid(), 0);
 }
+
+#[test]
+fn event_loops_serve_interleaved_events_and_resume_waiting_handlers() {
+    let scratch = Scratch::with_plugins(&["e2e-probe", "rust-hello"]);
+    let daemon = scratch.start_with(&["e2e-probe", "rust-hello"], |cmd| {
+        cmd.args(["--event-loops", "2"]);
+    });
+    let hello = Arc::new(Kong::new(scratch.socket("rust-hello")));
+    let instance = hello.start_instance("rust-hello", json!({})).unwrap();
+    let workers: Vec<_> = (0..6)
+        .map(|_| {
+            let hello = hello.clone();
+            thread::spawn(move || {
+                for _ in 0..100 {
+                    hello_ok(&hello, instance);
+                }
+            })
+        })
+        .collect();
+    // A handler waiting on its own I/O is resumed by the loop's waker.
+    let probe = daemon.kong_on(scratch.socket("e2e-probe"));
+    let waiting = probe
+        .start_instance("e2e-probe", json!({"mode": "wait", "delay_ms": 100}))
+        .unwrap();
+    let run = probe.run_event(waiting, "access", |_| None);
+    assert_eq!(run.end, EventEnd::Ret, "{run:?}");
+    assert_eq!(run.calls[1].args[0], Value::from("x-waited"));
+    for worker in workers {
+        worker.join().unwrap();
+    }
+}
