@@ -307,3 +307,17 @@ fn sockets_are_private_to_the_daemons_user() {
         .mode();
     assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
 }
+
+#[test]
+fn errors_never_echo_kongs_restart_phrase_for_a_running_instance() {
+    let scratch = Scratch::with_plugins(&["rust-hello"]);
+    let daemon = scratch.start(&["rust-hello"]);
+    let kong = daemon.kong();
+    let instance = kong.start_instance("rust-hello", json!({})).unwrap();
+    let run = kong.run_event(instance, "No Plugin Instance", |_| None);
+    let EventEnd::Error(err) = &run.end else {
+        panic!("{run:?}")
+    };
+    assert!(err.contains("has no handler"), "{err}");
+    assert!(!err.to_lowercase().contains("no plugin instance"), "{err}");
+}

@@ -124,8 +124,36 @@ pub async fn dispatch(daemon: &Daemon, request: &Request<'_>, out: &mut Vec<u8>)
             }
             _ => tracing::debug!("request failed: {err}"),
         }
-        encode::error(out, msgid, &err.to_string());
+        let message = match &err {
+            MethodError::NoInstance(_) => err.to_string(),
+            // Kong restarts the instance and retries the phase, without limit, on any error
+            // containing this phrase; other errors may quote client or plugin text.
+            _ => defuse_instance_phrase(&err.to_string()),
+        };
+        encode::error(out, msgid, &message);
     }
+}
+
+/// Rewrites every "no plugin instance", in any case, so Kong does not take the error for
+/// a lost instance.
+fn defuse_instance_phrase(message: &str) -> String {
+    const PHRASE: &str = "no plugin instance";
+    let lower = message.to_ascii_lowercase();
+    if !lower.contains(PHRASE) {
+        return message.to_owned();
+    }
+    let mut out = String::with_capacity(message.len());
+    let mut rest = 0;
+    for (at, _) in lower.match_indices(PHRASE) {
+        if at < rest {
+            continue;
+        }
+        out.push_str(&message[rest..at]);
+        out.push_str("no plugin-instance");
+        rest = at + PHRASE.len();
+    }
+    out.push_str(&message[rest..]);
+    out
 }
 
 /// Reads an integer id argument (CloseInstance, InstanceStatus).
@@ -137,4 +165,23 @@ fn id_argument(method: &'static str, arg: &[u8]) -> Result<u64, MethodError> {
 
 fn decode_error(method: &'static str) -> impl Fn(DecodeError) -> MethodError {
     move |e| MethodError::bad_argument(method, e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::defuse_instance_phrase;
+
+    #[test]
+    fn only_real_unknown_instances_carry_kongs_restart_phrase() {
+        assert_eq!(
+            defuse_instance_phrase("plugin p has no handler for event \"No Plugin Instance\""),
+            "plugin p has no handler for event \"no plugin-instance\""
+        );
+        assert_eq!(defuse_instance_phrase("all fine"), "all fine");
+        assert!(
+            !defuse_instance_phrase("x NO PLUGIN INSTANCE y no plugin instance")
+                .to_lowercase()
+                .contains("no plugin instance")
+        );
+    }
 }

@@ -307,3 +307,152 @@ mod tests {
         assert!(reader.is_empty());
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use proptest::{collection::vec, prelude::*};
+
+    use super::*;
+    use crate::protocol::strategies::{
+        config, neg, payload, rmpv_decode, uint, value, write_array_len, write_bin, write_map_len,
+        write_neg, write_str, write_uint,
+    };
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Every width a non-negative integer fits in reads back as that integer, and so do
+        /// floats that hold it exactly.
+        #[test]
+        fn integers_of_every_width_read_back(v in uint(), c in any::<u8>()) {
+            let mut bytes = Vec::new();
+            write_uint(&mut bytes, v, c);
+            let mut r = Reader::new(&bytes);
+            prop_assert_eq!(r.u64(), Ok(v));
+            prop_assert!(r.is_empty());
+            let f = v as f64;
+            if f as u64 == v && f < 1.8e19 {
+                let mut bytes = vec![0xcb];
+                bytes.extend_from_slice(&f.to_bits().to_be_bytes());
+                prop_assert_eq!(Reader::new(&bytes).u64(), Ok(v));
+            }
+        }
+
+        /// Negative integers, in any width, are out of range (ids are never negative).
+        #[test]
+        fn negative_integers_are_refused(v in neg(), c in any::<u8>()) {
+            let mut bytes = Vec::new();
+            write_neg(&mut bytes, v, c);
+            prop_assert_eq!(Reader::new(&bytes).u64(), Err(DecodeError::Range("a non-negative integer")));
+        }
+
+        /// A float reads as an integer exactly when it is a non-negative integral value that
+        /// fits; anything else (fractions, NaN, infinities, negatives, huge) is refused.
+        #[test]
+        fn floats_read_as_integers_only_when_integral(f in any::<f64>(), single in any::<bool>()) {
+            let (bytes, f) = if single {
+                let g = f as f32;
+                let mut bytes = vec![0xca];
+                bytes.extend_from_slice(&g.to_bits().to_be_bytes());
+                (bytes, f64::from(g))
+            } else {
+                let mut bytes = vec![0xcb];
+                bytes.extend_from_slice(&f.to_bits().to_be_bytes());
+                (bytes, f)
+            };
+            match Reader::new(&bytes).u64() {
+                Ok(n) => prop_assert!(f.fract() == 0.0 && f >= 0.0 && n as f64 == f, "{} read as {}", f, n),
+                Err(DecodeError::Range(_)) => {
+                    prop_assert!(!(f.is_finite() && f.fract() == 0.0 && (0.0..1.8e19).contains(&f)), "{} refused", f)
+                }
+                Err(e) => prop_assert!(false, "{}: unexpected {:?}", f, e),
+            }
+        }
+
+        /// Strings and binaries of every width read as their bytes, valid UTF-8 or not.
+        #[test]
+        fn strings_and_binaries_of_every_width_read_as_bytes(
+            s in payload(), c in any::<u8>(), binary in any::<bool>(), next in vec(any::<u8>(), 0..4),
+        ) {
+            let mut bytes = Vec::new();
+            if binary { write_bin(&mut bytes, &s, c) } else { write_str(&mut bytes, &s, c) }
+            let len = bytes.len();
+            bytes.extend_from_slice(&next);
+            let mut r = Reader::new(&bytes);
+            prop_assert_eq!(r.bytes(), Ok(&s[..]));
+            prop_assert_eq!(r.buf, &next[..]);
+            // A string cut short is truncated, never a panic or a wrong slice.
+            for cut in 0..len {
+                prop_assert_eq!(Reader::new(&bytes[..cut]).bytes(), Err(DecodeError::Truncated));
+            }
+        }
+
+        /// Container headers of every width give their declared count.
+        #[test]
+        fn container_headers_of_every_width(n in prop_oneof![0usize..20, 0usize..70_000], c in any::<u8>()) {
+            let mut bytes = Vec::new();
+            write_array_len(&mut bytes, n, c);
+            prop_assert_eq!(Reader::new(&bytes).array_len(), Ok(n));
+            let mut bytes = Vec::new();
+            write_map_len(&mut bytes, n, c);
+            prop_assert_eq!(Reader::new(&bytes).map_len(), Ok(n));
+        }
+
+        /// `raw` hands out each value of a sequence, exactly, and then reports truncation.
+        #[test]
+        fn raw_splits_a_sequence_into_its_values(values in vec(value(), 0..5)) {
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.bytes.iter().copied()).collect();
+            let mut r = Reader::new(&bytes);
+            for v in &values {
+                prop_assert_eq!(r.raw(), Ok(&v.bytes[..]));
+            }
+            prop_assert!(r.is_empty());
+            prop_assert_eq!(r.raw(), Err(DecodeError::Truncated));
+        }
+
+        /// Any sequence of reads on arbitrary bytes returns values or errors, never panics,
+        /// and what it returns agrees with rmpv.
+        #[test]
+        fn reads_on_arbitrary_bytes_never_panic(
+            bytes in vec(any::<u8>(), 0..200),
+            ops in vec(0u8..7, 1..24),
+        ) {
+            let mut r = Reader::new(&bytes);
+            for op in ops {
+                let before = r.clone();
+                let moved = match op {
+                    0 => r.array_len().is_ok(),
+                    1 => r.map_len().is_ok(),
+                    2 => match r.bytes() {
+                        Ok(b) => {
+                            let (value, _) = rmpv_decode(before.buf).expect("rmpv reads what bytes() read");
+                            let raw = match &value {
+                                rmpv::Value::String(s) => s.as_bytes(),
+                                rmpv::Value::Binary(b) => b,
+                                other => { prop_assert!(false, "bytes() read {:?}", other); unreachable!() }
+                            };
+                            prop_assert_eq!(raw, b);
+                            true
+                        }
+                        Err(_) => false,
+                    },
+                    3 => r.u64().is_ok(),
+                    4 => match r.raw() {
+                        Ok(raw) => {
+                            let (_, len) = rmpv_decode(before.buf).expect("rmpv reads what raw() read");
+                            prop_assert_eq!(len, raw.len());
+                            prop_assert_eq!(raw, &before.buf[..len]);
+                            true
+                        }
+                        Err(_) => false,
+                    },
+                    5 => r.skip().is_ok(),
+                    _ => { let _ = r.is_nil(); false }
+                };
+                if moved {
+                    prop_assert!(!before.is_at(&r), "a successful read consumed nothing");
+                }
+            }
+        }
+    }
+}

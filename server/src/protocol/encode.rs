@@ -131,3 +131,120 @@ mod tests {
         assert_eq!(out, expected);
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use proptest::{collection::vec, prelude::*};
+
+    use super::*;
+    use crate::protocol::{
+        frame::value_len,
+        strategies::{array_of, config, payload, rmpv_decode, uint, value},
+    };
+
+    /// Decodes what was appended after `start`: exactly one value, as the framer sees it.
+    fn appended(out: &[u8], start: usize) -> Result<rmpv::Value, TestCaseError> {
+        let written = &out[start..];
+        let (value, len) =
+            rmpv_decode(written).map_err(|e| TestCaseError::fail(format!("rmpv: {e}")))?;
+        prop_assert_eq!(len, written.len(), "one value, nothing after it");
+        prop_assert_eq!(value_len(written, usize::MAX), Ok(Some(len)));
+        Ok(value)
+    }
+
+    fn response(msgid: u64, error: rmpv::Value, result: rmpv::Value) -> rmpv::Value {
+        rmpv::Value::Array(vec![1.into(), msgid.into(), error, result])
+    }
+
+    fn step_data(event_id: u64, data: rmpv::Value) -> rmpv::Value {
+        rmpv::Value::Map(vec![
+            ("EventId".into(), event_id.into()),
+            ("Data".into(), data),
+        ])
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// An error response is `[1, msgid, message, nil]`, appended to what the buffer held.
+        #[test]
+        fn error_responses(prefix in payload(), msgid in uint(), message in ".{0,80}") {
+            let mut out = prefix.clone();
+            error(&mut out, msgid, &message);
+            prop_assert_eq!(&out[..prefix.len()], &prefix[..]);
+            let value = appended(&out, prefix.len())?;
+            prop_assert_eq!(value, response(msgid, message.as_str().into(), rmpv::Value::Nil));
+        }
+
+        /// A finished handler's StepData is `{"EventId": id, "Data": "ret"}`.
+        #[test]
+        fn ret_responses(msgid in uint(), event_id in uint()) {
+            let mut out = Vec::new();
+            ok_header(&mut out, msgid);
+            step_ret(&mut out, event_id);
+            let expected = response(msgid, rmpv::Value::Nil, step_data(event_id, RET.into()));
+            prop_assert_eq!(appended(&out, 0)?, expected);
+        }
+
+        /// A PDK call's StepData carries the method and the plugin's argument array as is.
+        #[test]
+        fn call_responses(
+            msgid in uint(),
+            event_id in uint(),
+            method in "[a-z_.]{1,40}",
+            args in vec(value(), 0..4),
+            c in any::<u8>(),
+        ) {
+            let args = array_of(args, c);
+            let mut out = Vec::new();
+            ok_header(&mut out, msgid);
+            step_call(&mut out, event_id, &method, &args.bytes);
+            let value = appended(&out, 0)?;
+            let parts = value.as_array().expect("an array");
+            prop_assert_eq!(&parts[..3], &[1.into(), msgid.into(), rmpv::Value::Nil][..]);
+            let step = parts[3].as_map().expect("StepData is a map");
+            prop_assert_eq!(step.len(), 2);
+            prop_assert_eq!(&step[0], &("EventId".into(), event_id.into()));
+            prop_assert_eq!(&step[1].0, &rmpv::Value::from("Data"));
+            let data = step[1].1.as_map().expect("Data is a map");
+            prop_assert_eq!(data.len(), 2);
+            prop_assert_eq!(&data[0], &("Method".into(), method.as_str().into()));
+            prop_assert_eq!(&data[1].0, &rmpv::Value::from("Args"));
+            prop_assert!(args.model.matches(&data[1].1), "Args {:?}", data[1].1);
+        }
+
+        /// The notification every connection starts with.
+        #[test]
+        fn server_pid_notifications(pid in any::<u32>()) {
+            let mut out = Vec::new();
+            server_pid(&mut out, pid);
+            let expected = rmpv::Value::Array(vec![2.into(), "serverPid".into(), pid.into()]);
+            prop_assert_eq!(appended(&out, 0)?, expected);
+        }
+
+        /// Serialized results: structs become maps keyed by field name.
+        #[test]
+        fn serialized_results(name in ".{0,30}", id in uint(), tags in vec(".{0,10}", 0..4), extra in any::<Option<i64>>()) {
+            #[derive(serde::Serialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct Status<'a> {
+                name: &'a str,
+                id: u64,
+                tags: &'a [String],
+                extra: Option<i64>,
+            }
+            let mut out = Vec::new();
+            ok_header(&mut out, 9);
+            super::value(&mut out, &Status { name: &name, id, tags: &tags, extra });
+            let tags_value = rmpv::Value::Array(tags.iter().map(|t| t.as_str().into()).collect());
+            let extra_value = extra.map_or(rmpv::Value::Nil, rmpv::Value::from);
+            let expected = response(9, rmpv::Value::Nil, rmpv::Value::Map(vec![
+                ("Name".into(), name.as_str().into()),
+                ("Id".into(), id.into()),
+                ("Tags".into(), tags_value),
+                ("Extra".into(), extra_value),
+            ]));
+            prop_assert_eq!(appended(&out, 0)?, expected);
+        }
+    }
+}

@@ -201,3 +201,106 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use proptest::{collection::vec, prelude::*};
+
+    use super::*;
+    use crate::protocol::strategies::{config, rmpv_decode, value, write_array_len, write_map_len};
+
+    /// Encodes containers around a value: `depth` nested one-element arrays or maps.
+    fn nest(inner: &[u8], depth: usize, maps: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        for _ in 0..depth {
+            if maps {
+                write_map_len(&mut out, 1, 0);
+                out.push(0x00); // key
+            } else {
+                write_array_len(&mut out, 1, 0);
+            }
+        }
+        out.extend_from_slice(inner);
+        out
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// A complete value is measured exactly, whatever follows it.
+        #[test]
+        fn a_whole_value_is_measured_exactly(v in value(), next in vec(any::<u8>(), 0..8)) {
+            let mut stream = v.bytes.clone();
+            stream.extend_from_slice(&next);
+            prop_assert_eq!(value_len(&stream, usize::MAX), Ok(Some(v.bytes.len())));
+        }
+
+        /// Until the last byte of a value has arrived, the framer asks for more.
+        #[test]
+        fn every_strict_prefix_waits_for_more(v in value()) {
+            for cut in 0..v.bytes.len() {
+                prop_assert_eq!(value_len(&v.bytes[..cut], usize::MAX), Ok(None), "cut at {}", cut);
+            }
+        }
+
+        /// The limit is exact: a value of `len` bytes passes iff `len <= max`.
+        #[test]
+        fn the_limit_is_exact(v in value(), max in 0usize..700) {
+            let len = v.bytes.len();
+            let expected = if len <= max { Ok(Some(len)) } else { Err(FrameError::TooLarge { max }) };
+            prop_assert_eq!(value_len(&v.bytes, max), expected);
+        }
+
+        /// Arbitrary bytes never panic the framer, and it agrees with rmpv: a value it
+        /// measures decodes to exactly that many bytes, and a value rmpv reads within the
+        /// limit is measured at rmpv's length.
+        #[test]
+        fn arbitrary_bytes_agree_with_rmpv(
+            bytes in vec(any::<u8>(), 0..300),
+            max in prop_oneof![Just(usize::MAX), 0usize..400],
+        ) {
+            let measured = value_len(&bytes, max);
+            match (measured.clone(), rmpv_decode(&bytes)) {
+                (Ok(Some(n)), Ok((_, len))) => {
+                    prop_assert_eq!(n, len);
+                    prop_assert!(n <= max && n <= bytes.len());
+                }
+                (Ok(Some(n)), Err(e)) => prop_assert!(false, "measured {} but rmpv failed: {}", n, e),
+                (Err(FrameError::TooLarge { .. }), Ok((_, len))) => prop_assert!(len > max),
+                // rmpv reads the unused marker 0xc1 as nil; the framer refuses it.
+                (Err(FrameError::InvalidMarker { offset, .. }), Ok((_, len))) => prop_assert!(offset < len),
+                (_, Ok((_, len))) => prop_assert!(false, "rmpv read {} bytes, framer said {:?}", len, measured),
+                (Ok(None) | Err(_), Err(_)) => {}
+            }
+            if let Err(FrameError::InvalidMarker { marker, offset }) = measured {
+                prop_assert_eq!(marker, 0xc1);
+                prop_assert_eq!(bytes[offset], 0xc1);
+            }
+        }
+
+        /// A declared length past the limit is refused as soon as its header is in, at any
+        /// depth, before any of the declared bytes (or elements) exist.
+        #[test]
+        fn huge_declarations_are_refused_from_their_header(
+            marker in prop::sample::select(vec![0xc4u8, 0xc5, 0xc6, 0xc7, 0xc8, 0xc9, 0xd9, 0xda, 0xdb, 0xdc, 0xdd, 0xde, 0xdf]),
+            extra in any::<u32>(),
+            max in 0usize..70_000,
+            depth in 0usize..4,
+            maps in any::<bool>(),
+        ) {
+            let width = match marker {
+                0xc4 | 0xc7 | 0xd9 => 1,
+                0xc5 | 0xc8 | 0xda | 0xdc | 0xde => 2,
+                _ => 4,
+            };
+            // The largest length the field holds, and a declaration past the limit.
+            let field_max = u64::MAX >> (64 - 8 * width);
+            let max = max.min(field_max as usize - 1);
+            let declared = max as u64 + 1 + u64::from(extra) % (field_max - max as u64);
+            let mut header = vec![marker];
+            header.extend_from_slice(&declared.to_be_bytes()[8 - width..]);
+            let message = nest(&header, depth, maps);
+            prop_assert_eq!(value_len(&message, max), Err(FrameError::TooLarge { max }));
+        }
+    }
+}
