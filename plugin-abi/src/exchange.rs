@@ -14,9 +14,24 @@ use crate::error::{PdkError, PdkResult};
 /// MessagePack `nil`, decoded when Kong answers with no `Data`.
 const NIL: &[u8] = &[0xc0];
 
-#[derive(Default)]
 pub(crate) struct Exchange {
     state: Mutex<State>,
+}
+
+/// Room for the arguments and answer of a typical PDK call, so an event's calls do not
+/// grow the buffers step by step.
+const BUFFER: usize = 256;
+
+impl Default for Exchange {
+    fn default() -> Exchange {
+        Exchange {
+            state: Mutex::new(State {
+                args: Vec::with_capacity(BUFFER),
+                reply_buf: Vec::with_capacity(BUFFER),
+                ..State::default()
+            }),
+        }
+    }
 }
 
 #[derive(Default)]

@@ -24,7 +24,7 @@ const START: &str = "plugin.StartInstance";
 struct Status<'a> {
     id: u64,
     name: &'a str,
-    config: &'a serde_json::Value,
+    config: serde_json::Value,
     start_time: u64,
 }
 
@@ -37,7 +37,8 @@ fn status_of(instance: &Instance) -> impl Serialize + '_ {
     Status {
         id: instance.id,
         name: &instance.plugin.plugin.info.name,
-        config: &instance.config,
+        // The plugin's own configuration (Kong never reads this field).
+        config: serde_json::from_str(&instance.configured.config).unwrap_or_default(),
         start_time: instance.start_time,
     }
 }
@@ -102,7 +103,6 @@ pub fn start(
         id: meta.id,
         plugin: plugin.clone(),
         configured,
-        config,
         start_time: now,
         last_used: AtomicU64::new(daemon.now_ms()),
         live_events: AtomicUsize::new(0),
