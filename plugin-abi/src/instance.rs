@@ -1,6 +1,6 @@
 //! What a handler knows about the Kong plugin instance it runs for.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Kong's plugin instance behind the current event.
 ///
@@ -9,7 +9,8 @@ use serde::Deserialize;
 /// work, and identical configurations share one constructed plugin) and are available here.
 /// Fields Kong did not send are `None`: scoping ids exist only for scoped plugins, and
 /// Kong before 3.3 sends no `__plugin_id`/`__ws_id`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// It crosses the plugin boundary as JSON: the daemon serializes it, the plugin decodes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct InstanceInfo {
     /// The instance id the daemon gave Kong (unique, never reused).

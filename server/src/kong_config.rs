@@ -6,6 +6,7 @@
 //! JSON encoder used), identifies the configuration, and identical configurations share one
 //! constructed plugin. The bookkeeping keys become the instance's metadata.
 
+use kong_rust_pdk::InstanceInfo;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -27,31 +28,8 @@ pub struct KongConfig {
     /// The plugin's own configuration as canonical JSON text: the sharing key, and what the
     /// plugin decodes.
     pub canonical: String,
-    /// What Kong told about the instance.
-    pub meta: InstanceMeta,
-}
-
-/// Kong's bookkeeping keys of one instance, as the plugin's `InstanceInfo` reads them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct InstanceMeta {
-    /// The daemon's instance id (set once allocated).
-    pub id: u64,
-    /// `__plugin_id`.
-    pub plugin_id: Option<String>,
-    /// `__ws_id`.
-    pub workspace_id: Option<String>,
-    /// `route_id`.
-    pub route_id: Option<String>,
-    /// `service_id`.
-    pub service_id: Option<String>,
-    /// `consumer_id`.
-    pub consumer_id: Option<String>,
-    /// `plugin_instance_name`.
-    pub instance_name: Option<String>,
-    /// `__seq__`.
-    pub seq: Option<u64>,
-    /// `__key__`.
-    pub cache_key: Option<String>,
+    /// What Kong told about the instance (its `id` is set once allocated).
+    pub meta: InstanceInfo,
 }
 
 /// Splits Kong's configuration object into the plugin's part and the bookkeeping keys.
@@ -60,17 +38,15 @@ pub fn split(config: &Value) -> Result<KongConfig, String> {
         return Err(format!("Config must be a JSON object, found {config}"));
     };
     let text = |key: &str| object.get(key).and_then(Value::as_str).map(str::to_owned);
-    let meta = InstanceMeta {
-        id: 0,
-        plugin_id: text("__plugin_id"),
-        workspace_id: text("__ws_id"),
-        route_id: text("route_id"),
-        service_id: text("service_id"),
-        consumer_id: text("consumer_id"),
-        instance_name: text("plugin_instance_name"),
-        seq: object.get("__seq__").and_then(Value::as_u64),
-        cache_key: text("__key__"),
-    };
+    let mut meta = InstanceInfo::default();
+    meta.plugin_id = text("__plugin_id");
+    meta.workspace_id = text("__ws_id");
+    meta.route_id = text("route_id");
+    meta.service_id = text("service_id");
+    meta.consumer_id = text("consumer_id");
+    meta.instance_name = text("plugin_instance_name");
+    meta.seq = object.get("__seq__").and_then(Value::as_u64);
+    meta.cache_key = text("__key__");
     let own: Map<String, Value> = object
         .iter()
         .filter(|(key, _)| !BOOKKEEPING_KEYS.contains(&key.as_str()))

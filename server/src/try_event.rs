@@ -263,11 +263,9 @@ fn in_process(
     let configured = (loaded.module.new_instance())(RStr::from(split.canonical.as_str()))
         .into_result()
         .map_err(plugin_error)?;
-    let meta = serde_json::to_string(&kong_config::InstanceMeta {
-        id: 1,
-        ..split.meta
-    })
-    .expect("plain data");
+    let mut meta = split.meta;
+    meta.id = 1;
+    let meta = serde_json::to_string(&meta).expect("plain data");
     let instance = configured
         .bind(RStr::from(meta.as_str()))
         .into_result()
