@@ -60,6 +60,16 @@ pub struct PdkCall {
     pub args: Vec<Value>,
 }
 
+impl PdkCall {
+    /// A call, for comparing with the ones a plugin made.
+    pub fn new(method: &str, args: Vec<Value>) -> PdkCall {
+        PdkCall {
+            method: method.to_owned(),
+            args,
+        }
+    }
+}
+
 /// How an event ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventEnd {

@@ -17,13 +17,6 @@ fn s(v: &str) -> Value {
     Value::from(v)
 }
 
-fn call(method: &str, args: Vec<Value>) -> PdkCall {
-    PdkCall {
-        method: method.to_owned(),
-        args,
-    }
-}
-
 /// The configuration as Kong sends it: every field present, defaults filled, unset
 /// optional fields as null.
 fn kong_config(hide_credentials: bool) -> serde_json::Value {
@@ -62,7 +55,7 @@ fn access(
 }
 
 fn rejection(message: &str) -> PdkCall {
-    call(
+    PdkCall::new(
         "kong.response.exit",
         vec![
             Value::from(401),
@@ -84,26 +77,26 @@ fn a_good_key_authenticates_and_is_hidden_from_the_upstream() {
     assert_eq!(
         run.calls,
         [
-            call("kong.request.get_header", vec![s("apikey")]),
-            call("kong.request.get_query_arg", vec![s("apikey")]),
-            call("kong.request.get_header", vec![s("x-api-key")]),
-            call("kong.service.request.clear_header", vec![s("x-api-key")]),
-            call(
+            PdkCall::new("kong.request.get_header", vec![s("apikey")]),
+            PdkCall::new("kong.request.get_query_arg", vec![s("apikey")]),
+            PdkCall::new("kong.request.get_header", vec![s("x-api-key")]),
+            PdkCall::new("kong.service.request.clear_header", vec![s("x-api-key")]),
+            PdkCall::new(
                 "kong.client.authenticate",
                 vec![
                     map([("id", s(ALICE)), ("username", s("alice"))]),
                     map([("id", s("cred-a")), ("consumer", map([("id", s(ALICE))]))]),
                 ]
             ),
-            call(
+            PdkCall::new(
                 "kong.service.request.set_header",
                 vec![s("x-consumer-id"), s(ALICE)]
             ),
-            call(
+            PdkCall::new(
                 "kong.service.request.set_header",
                 vec![s("x-consumer-username"), s("alice")]
             ),
-            call(
+            PdkCall::new(
                 "kong.service.request.set_header",
                 vec![s("x-credential-identifier"), s("cred-a")]
             ),
@@ -123,24 +116,24 @@ fn a_key_from_the_query_authenticates_a_consumer_without_username() {
     assert_eq!(
         run.calls[1..],
         [
-            call("kong.request.get_query_arg", vec![s("apikey")]),
-            call("kong.service.request.clear_query_arg", vec![s("apikey")]),
-            call(
+            PdkCall::new("kong.request.get_query_arg", vec![s("apikey")]),
+            PdkCall::new("kong.service.request.clear_query_arg", vec![s("apikey")]),
+            PdkCall::new(
                 "kong.client.authenticate",
                 vec![
                     map([("id", s(BOB))]),
                     map([("id", s(BOB)), ("consumer", map([("id", s(BOB))]))]),
                 ]
             ),
-            call(
+            PdkCall::new(
                 "kong.service.request.set_header",
                 vec![s("x-consumer-id"), s(BOB)]
             ),
-            call(
+            PdkCall::new(
                 "kong.service.request.clear_header",
                 vec![s("x-consumer-username")]
             ),
-            call(
+            PdkCall::new(
                 "kong.service.request.set_header",
                 vec![s("x-credential-identifier"), s(BOB)]
             ),
@@ -165,7 +158,7 @@ fn missing_and_wrong_keys_end_the_request_with_401() {
     assert_eq!(
         wrong.calls,
         [
-            call("kong.request.get_header", vec![s("apikey")]),
+            PdkCall::new("kong.request.get_header", vec![s("apikey")]),
             rejection("Invalid authentication credentials"),
         ]
     );

@@ -15,13 +15,6 @@ fn s(v: &str) -> Value {
     Value::from(v)
 }
 
-fn call(method: &str, args: Vec<Value>) -> PdkCall {
-    PdkCall {
-        method: method.to_owned(),
-        args,
-    }
-}
-
 /// The configuration as Kong sends it: every field present, defaults filled.
 fn kong_config() -> serde_json::Value {
     json!({
@@ -62,28 +55,28 @@ fn transforms_headers_query_and_path_with_the_exact_calls() {
     assert_eq!(
         run.calls,
         [
-            call("kong.request.get_headers", vec![]),
-            call("kong.service.request.clear_header", vec![s("x-debug")]),
-            call("kong.service.request.clear_header", vec![s("x-user")]),
-            call(
+            PdkCall::new("kong.request.get_headers", vec![]),
+            PdkCall::new("kong.service.request.clear_header", vec![s("x-debug")]),
+            PdkCall::new("kong.service.request.clear_header", vec![s("x-user")]),
+            PdkCall::new(
                 "kong.service.request.set_header",
                 vec![s("x-upstream-user"), s("alice")]
             ),
-            call(
+            PdkCall::new(
                 "kong.service.request.add_header",
                 vec![s("x-upstream-user"), s("bob")]
             ),
-            call(
+            PdkCall::new(
                 "kong.service.request.set_header",
                 vec![s("x-via"), s("kong")]
             ),
-            call("kong.request.get_raw_query", vec![]),
-            call(
+            PdkCall::new("kong.request.get_raw_query", vec![]),
+            PdkCall::new(
                 "kong.service.request.set_raw_query",
                 vec![s("query=rust&debug&version=2")]
             ),
-            call("kong.request.get_path", vec![]),
-            call("kong.service.request.set_path", vec![s("/v1/search")]),
+            PdkCall::new("kong.request.get_path", vec![]),
+            PdkCall::new("kong.service.request.set_path", vec![s("/v1/search")]),
         ]
     );
 }
@@ -106,9 +99,9 @@ fn a_request_the_rules_do_not_match_is_only_read() {
     assert_eq!(
         run.calls,
         [
-            call("kong.request.get_headers", vec![]),
-            call("kong.request.get_raw_query", vec![]),
-            call("kong.request.get_path", vec![]),
+            PdkCall::new("kong.request.get_headers", vec![]),
+            PdkCall::new("kong.request.get_raw_query", vec![]),
+            PdkCall::new("kong.request.get_path", vec![]),
         ]
     );
 }

@@ -15,13 +15,6 @@ fn s(v: &str) -> Value {
     Value::from(v)
 }
 
-fn call(method: &str, args: Vec<Value>) -> PdkCall {
-    PdkCall {
-        method: method.to_owned(),
-        args,
-    }
-}
-
 /// The configuration as Kong sends it: every field present, defaults filled.
 fn kong_config() -> serde_json::Value {
     json!({
@@ -64,14 +57,14 @@ fn replaces_a_json_body_through_exit_keeping_the_status() {
     assert_eq!(
         run.calls,
         [
-            call("kong.service.response.get_header", vec![s("content-type")]),
-            call(
+            PdkCall::new("kong.service.response.get_header", vec![s("content-type")]),
+            PdkCall::new(
                 "kong.service.response.get_header",
                 vec![s("content-encoding")]
             ),
-            call("kong.service.response.get_raw_body", vec![]),
-            call("kong.response.get_status", vec![]),
-            call(
+            PdkCall::new("kong.service.response.get_raw_body", vec![]),
+            PdkCall::new("kong.response.get_status", vec![]),
+            PdkCall::new(
                 "kong.response.exit",
                 vec![
                     Value::from(201),
@@ -98,7 +91,7 @@ fn leaves_other_responses_to_kong() {
     assert_eq!(clean.end, EventEnd::Ret, "{clean:?}");
     assert_eq!(
         clean.calls.last().unwrap(),
-        &call("kong.service.response.get_raw_body", vec![])
+        &PdkCall::new("kong.service.response.get_raw_body", vec![])
     );
 }
 
