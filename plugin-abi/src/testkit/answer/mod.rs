@@ -188,6 +188,29 @@ fn name_value(method: &str, args: &[Value]) -> Result<(String, String), String> 
     Ok((name, value))
 }
 
+/// The header edits `kong.response.*` and `kong.service.request.*` share (`op` is the
+/// function name without its group); `None` when `op` is not one of them.
+fn edit_headers(headers: &mut Multimap, op: &str, method: &str, args: &[Value]) -> Option<Answer> {
+    let result = match op {
+        "set_header" => name_value(method, args).map(|(name, value)| {
+            headers.set(name, value);
+        }),
+        "add_header" => name_value(method, args).map(|(name, value)| {
+            headers.add(name, value);
+        }),
+        "clear_header" => arg_str(method, args, 0).map(|name| {
+            headers.0.remove(&name.to_ascii_lowercase());
+        }),
+        "set_headers" => headers_arg(arg(args, 0)).map(|new| {
+            for (name, values) in new.0 {
+                headers.0.insert(name.to_ascii_lowercase(), values);
+            }
+        }),
+        _ => return None,
+    };
+    Some(result.and_then(|()| nil()))
+}
+
 fn set_field(field: &mut String, method: &str, args: &[Value]) -> Answer {
     *field = arg_str(method, args, 0)?.to_owned();
     nil()

@@ -1,7 +1,7 @@
 //! Kong's answers for `kong.response`: the client response, and exits.
 
 use super::{Answer, arg, arg_str, mmap, nil, s, unknown, val};
-use super::{headers_arg, log::to_json, lua_text, name_value, status_arg};
+use super::{edit_headers, headers_arg, log::to_json, lua_text, status_arg};
 use crate::testkit::record::Exit;
 use crate::{
     ffi::Phase,
@@ -18,6 +18,11 @@ pub(super) fn answer(
     method: &str,
     args: &[Value],
 ) -> Answer {
+    if let Some(op) = method.strip_prefix("kong.response.")
+        && let Some(answer) = edit_headers(&mut rec.response.headers, op, method, args)
+    {
+        return answer;
+    }
     match method {
         // kong.response
         "kong.response.get_status" => val(u32::from(rec.response.status)),
@@ -34,32 +39,6 @@ pub(super) fn answer(
         }),
         "kong.response.set_status" => {
             rec.response.status = status_arg(method, args)?;
-            nil()
-        }
-        "kong.response.set_header" => {
-            let (name, value) = name_value(method, args)?;
-            rec.response.headers.set(name, value);
-            nil()
-        }
-        "kong.response.add_header" => {
-            let (name, value) = name_value(method, args)?;
-            rec.response.headers.add(name, value);
-            nil()
-        }
-        "kong.response.clear_header" => {
-            rec.response
-                .headers
-                .0
-                .remove(&arg_str(method, args, 0)?.to_ascii_lowercase());
-            nil()
-        }
-        "kong.response.set_headers" => {
-            for (name, values) in headers_arg(arg(args, 0))?.0 {
-                rec.response
-                    .headers
-                    .0
-                    .insert(name.to_ascii_lowercase(), values);
-            }
             nil()
         }
         "kong.response.exit" | "kong.response.error" => {

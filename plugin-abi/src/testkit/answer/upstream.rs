@@ -1,7 +1,7 @@
 //! Kong's answers for `kong.router`, `kong.service`, `kong.service.request` and `kong.service.response`.
 
 use super::{Answer, arg, arg_int, arg_str, entity, mmap, nil, unknown, val};
-use super::{headers_arg, log::to_json, name_value, parse_json_body, set_field};
+use super::{edit_headers, headers_arg, log::to_json, parse_json_body, set_field};
 use crate::{
     ffi::Phase,
     testkit::{TestRequest, record::Recorded},
@@ -17,6 +17,11 @@ pub(super) fn answer(
     method: &str,
     args: &[Value],
 ) -> Answer {
+    if let Some(op) = method.strip_prefix("kong.service.request.")
+        && let Some(answer) = edit_headers(&mut rec.upstream_request.headers, op, method, args)
+    {
+        return answer;
+    }
     match method {
         // kong.router
         "kong.router.get_route" => entity(req.route.as_ref()),
@@ -83,32 +88,6 @@ pub(super) fn answer(
                 .filter(|p| !p.is_empty() && p.split('=').next() != Some(name))
                 .collect::<Vec<_>>()
                 .join("&");
-            nil()
-        }
-        "kong.service.request.set_header" => {
-            let (name, value) = name_value(method, args)?;
-            rec.upstream_request.headers.set(name, value);
-            nil()
-        }
-        "kong.service.request.add_header" => {
-            let (name, value) = name_value(method, args)?;
-            rec.upstream_request.headers.add(name, value);
-            nil()
-        }
-        "kong.service.request.clear_header" => {
-            rec.upstream_request
-                .headers
-                .0
-                .remove(&arg_str(method, args, 0)?.to_ascii_lowercase());
-            nil()
-        }
-        "kong.service.request.set_headers" => {
-            for (name, values) in headers_arg(arg(args, 0))?.0 {
-                rec.upstream_request
-                    .headers
-                    .0
-                    .insert(name.to_ascii_lowercase(), values);
-            }
             nil()
         }
         "kong.service.request.set_raw_body" => {
