@@ -209,6 +209,18 @@ impl Kong {
             .unwrap_or_else(|| panic!("StartInstance result without Id: {status}")))
     }
 
+    /// `plugin.HandleEvent` alone: starts `phase` of `instance_id` and returns its first
+    /// StepData, leaving the Steps to the caller.
+    pub fn handle_event(&self, instance_id: u64, phase: &str) -> Result<Value, RpcError> {
+        self.call(
+            "plugin.HandleEvent",
+            map([
+                ("InstanceId", Value::from(instance_id)),
+                ("EventName", Value::from(phase)),
+            ]),
+        )
+    }
+
     /// Plays Kong's event loop: HandleEvent, then one Step per PDK call, each on whatever
     /// pooled connection comes first. `answer` gives Kong's result for a call (`None`: the
     /// Step carries no `Data`, as when a PDK function returns nil).
@@ -223,13 +235,7 @@ impl Kong {
             calls: Vec::new(),
             end: EventEnd::Ret,
         };
-        let mut reply = self.call(
-            "plugin.HandleEvent",
-            map([
-                ("InstanceId", Value::from(instance_id)),
-                ("EventName", Value::from(phase)),
-            ]),
-        );
+        let mut reply = self.handle_event(instance_id, phase);
         loop {
             let step = match reply {
                 Ok(step) => step,

@@ -130,14 +130,7 @@ fn abandoned_events_are_freed_after_the_event_timeout() {
     let instance = kong.start_instance("rust-hello", json!({})).unwrap();
     // Kong starts 20 events and never sends their Steps (client gone, timeout...).
     for _ in 0..20 {
-        kong.call(
-            "plugin.HandleEvent",
-            map([
-                ("InstanceId", Value::from(instance)),
-                ("EventName", Value::from("access")),
-            ]),
-        )
-        .unwrap();
+        kong.handle_event(instance, "access").unwrap();
     }
     assert_eq!(kong.status()["LiveEvents"], 20);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -160,15 +153,7 @@ fn live_events_per_instance_are_limited() {
     });
     let kong = daemon.kong();
     let instance = kong.start_instance("rust-hello", json!({})).unwrap();
-    let start = || {
-        kong.call(
-            "plugin.HandleEvent",
-            map([
-                ("InstanceId", Value::from(instance)),
-                ("EventName", Value::from("access")),
-            ]),
-        )
-    };
+    let start = || kong.handle_event(instance, "access");
     let first = start().unwrap();
     start().unwrap();
     let err = start().unwrap_err();

@@ -47,15 +47,7 @@ fn settings_come_from_flags_then_environment_then_the_file() {
     });
     let kong = daemon.kong();
     let instance = kong.start_instance("rust-hello", json!({})).unwrap();
-    let handle = || {
-        kong.call(
-            "plugin.HandleEvent",
-            kong_rust_pluginserver_e2e::msgpack::map([
-                ("InstanceId", Value::from(instance)),
-                ("EventName", Value::from("access")),
-            ]),
-        )
-    };
+    let handle = || kong.handle_event(instance, "access");
     handle().unwrap();
     handle().unwrap();
     let err = handle().unwrap_err();

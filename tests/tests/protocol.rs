@@ -171,15 +171,7 @@ fn garbage_on_one_connection_does_not_disturb_the_others() {
         .start_instance("rust-hello", json!({"message": "ok"}))
         .unwrap();
     // An event is in flight on the daemon when the garbage arrives.
-    let first = kong
-        .call(
-            "plugin.HandleEvent",
-            map([
-                ("InstanceId", Value::from(instance)),
-                ("EventName", Value::from("access")),
-            ]),
-        )
-        .unwrap();
+    let first = kong.handle_event(instance, "access").unwrap();
     let event_id = get(&first, "EventId").unwrap().clone();
 
     for garbage in [

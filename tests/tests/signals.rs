@@ -17,30 +17,20 @@ use kong_rust_pluginserver_e2e::{
 use rmpv::Value;
 use serde_json::json;
 
-fn handle_event(kong: &Kong, instance: u64) -> Result<Value, RpcError> {
-    kong.call(
-        "plugin.HandleEvent",
-        map([
-            ("InstanceId", Value::from(instance)),
-            ("EventName", Value::from("access")),
-        ]),
-    )
-}
-
 #[test]
 fn sigterm_refuses_new_events_finishes_running_ones_and_exits_zero() {
     let scratch = Scratch::with_plugins(&["rust-hello"]);
     let mut daemon = scratch.start(&["rust-hello"]);
     let kong = daemon.kong();
     let instance = kong.start_instance("rust-hello", json!({})).unwrap();
-    let first = handle_event(&kong, instance).unwrap();
+    let first = kong.handle_event(instance, "access").unwrap();
     let event = get(&first, "EventId").unwrap().clone();
 
     // SIGTERM, without waiting for the exit.
     // SAFETY: kill(2) on our child.
     unsafe { libc::kill(daemon.pid() as i32, libc::SIGTERM) };
     daemon.wait_for_log("shutting down: finishing 1 events", Duration::from_secs(10));
-    let err = handle_event(&kong, instance).unwrap_err();
+    let err = kong.handle_event(instance, "access").unwrap_err();
     assert!(
         matches!(&err, RpcError::Remote(e) if e.contains("shutting down")),
         "{err}"
@@ -71,7 +61,7 @@ fn sigterm_gives_up_on_events_kong_never_finishes_after_the_drain_timeout() {
     });
     let kong = daemon.kong();
     let instance = kong.start_instance("rust-hello", json!({})).unwrap();
-    handle_event(&kong, instance).unwrap();
+    kong.handle_event(instance, "access").unwrap();
     let started = Instant::now();
     let status = daemon.signal_and_wait(libc::SIGTERM, Duration::from_secs(10));
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
@@ -171,7 +161,7 @@ fn sighup_adds_new_plugins_and_upgrades_builds_without_a_restart() {
         .unwrap();
     assert_eq!(greeting(&kong, old).unwrap(), "Rust says m to h");
     // An event of the old build is in flight during the upgrade.
-    let in_flight = handle_event(&kong, old).unwrap();
+    let in_flight = kong.handle_event(old, "access").unwrap();
     let event = get(&in_flight, "EventId").unwrap().clone();
 
     // A new plugin, a new build of rust-hello, and a file that is not a plugin.

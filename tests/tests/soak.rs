@@ -51,15 +51,7 @@ fn run(kong: &Arc<Kong>, instance: u64, events: u64) -> u64 {
                         0 => Some(next(&mut rng) % 3),
                         _ => None,
                     };
-                    let mut reply = kong
-                        .call(
-                            "plugin.HandleEvent",
-                            map([
-                                ("InstanceId", Value::from(instance)),
-                                ("EventName", Value::from("access")),
-                            ]),
-                        )
-                        .unwrap();
+                    let mut reply = kong.handle_event(instance, "access").unwrap();
                     let id = get(&reply, "EventId").unwrap().clone();
                     for step in 0.. {
                         if get(&reply, "Data") == Some(&Value::from("ret")) {
