@@ -14,10 +14,7 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
-use crate::{
-    error::PdkResult, exchange::Exchange, ffi::Phase, instance::InstanceInfo, pdk::Kong,
-    plugin::Plugin,
-};
+use crate::{InstanceInfo, Phase, error::PdkResult, exchange::Exchange, pdk::Kong, plugin::Plugin};
 
 type HandlerFuture = Pin<Box<dyn Future<Output = PdkResult<()>> + Send>>;
 

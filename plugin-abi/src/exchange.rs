@@ -57,7 +57,7 @@ enum Reply {
 }
 
 /// PDK calls Kong never answers: handing one out ends the event.
-pub(crate) fn ends_event(method: &str) -> bool {
+pub fn ends_event(method: &str) -> bool {
     matches!(method, "kong.response.exit" | "kong.response.error")
 }
 

@@ -16,7 +16,7 @@ use tracing::{
     span,
 };
 
-use crate::ffi::HostLogger;
+use kong_rust_plugin_abi::{HostLogger, LogLevel};
 
 static HOST: OnceLock<(HostLogger, &'static str)> = OnceLock::new();
 
@@ -28,27 +28,27 @@ pub(crate) fn install(logger: HostLogger, plugin: &'static str) {
     let _ = tracing::subscriber::set_global_default(Forward);
     if log::set_logger(&Forward).is_ok() {
         log::set_max_level(match logger.max_level {
-            0 => log::LevelFilter::Off,
-            1 => log::LevelFilter::Error,
-            2 => log::LevelFilter::Warn,
-            3 => log::LevelFilter::Info,
-            4 => log::LevelFilter::Debug,
-            _ => log::LevelFilter::Trace,
+            LogLevel::Off => log::LevelFilter::Off,
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
         });
     }
 }
 
-fn code(level: &Level) -> u8 {
+fn code(level: &Level) -> LogLevel {
     match *level {
-        Level::ERROR => 1,
-        Level::WARN => 2,
-        Level::INFO => 3,
-        Level::DEBUG => 4,
-        Level::TRACE => 5,
+        Level::ERROR => LogLevel::Error,
+        Level::WARN => LogLevel::Warn,
+        Level::INFO => LogLevel::Info,
+        Level::DEBUG => LogLevel::Debug,
+        Level::TRACE => LogLevel::Trace,
     }
 }
 
-fn emit(level: u8, target: &str, message: &str) {
+fn emit(level: LogLevel, target: &str, message: &str) {
     if let Some((logger, plugin)) = HOST.get()
         && level <= logger.max_level
     {
@@ -70,14 +70,16 @@ impl Subscriber for Forward {
     }
 
     fn max_level_hint(&self) -> Option<LevelFilter> {
-        Some(match HOST.get().map_or(0, |(l, _)| l.max_level) {
-            0 => LevelFilter::OFF,
-            1 => LevelFilter::ERROR,
-            2 => LevelFilter::WARN,
-            3 => LevelFilter::INFO,
-            4 => LevelFilter::DEBUG,
-            _ => LevelFilter::TRACE,
-        })
+        Some(
+            match HOST.get().map_or(LogLevel::Off, |(l, _)| l.max_level) {
+                LogLevel::Off => LevelFilter::OFF,
+                LogLevel::Error => LevelFilter::ERROR,
+                LogLevel::Warn => LevelFilter::WARN,
+                LogLevel::Info => LevelFilter::INFO,
+                LogLevel::Debug => LevelFilter::DEBUG,
+                LogLevel::Trace => LevelFilter::TRACE,
+            },
+        )
     }
 
     // Spans carry no output of their own here; events are forwarded one by one.
@@ -136,11 +138,11 @@ impl log::Log for Forward {
     fn log(&self, record: &log::Record<'_>) {
         if log::Log::enabled(self, record.metadata()) {
             let level = match record.level() {
-                log::Level::Error => 1,
-                log::Level::Warn => 2,
-                log::Level::Info => 3,
-                log::Level::Debug => 4,
-                log::Level::Trace => 5,
+                log::Level::Error => LogLevel::Error,
+                log::Level::Warn => LogLevel::Warn,
+                log::Level::Info => LogLevel::Info,
+                log::Level::Debug => LogLevel::Debug,
+                log::Level::Trace => LogLevel::Trace,
             };
             emit(level, record.target(), &record.args().to_string());
         }

@@ -5,9 +5,10 @@ use std::future::Future;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 
+use kong_rust_plugin_abi::{OnFailure, Phase};
+
 use crate::{
     error::{ConfigError, PdkError, PdkResult},
-    ffi::Phase,
     pdk::Kong,
     schema::SchemaError,
 };
@@ -57,6 +58,22 @@ pub trait Plugin: Sized + Send + Sync + 'static {
     const PRIORITY: i64;
     /// The phases this plugin implements; filled in by `#[kong_rust_pdk::plugin]`.
     const PHASES: &'static [Phase];
+
+    /// What happens to the request when a handler of this plugin fails: it returns an
+    /// error, panics, or gets an answer from Kong it cannot decode; also when the daemon
+    /// cannot run it (overloaded, restarting).
+    ///
+    /// The default, [`OnFailure::FailClosed`], ends the request with a 500 (503 when the
+    /// daemon is overloaded). Keep it for any plugin that decides whether a request may
+    /// pass (authentication, authorization, rate limiting, validation): Kong itself only
+    /// logs a pluginserver's error and proxies the request as if the plugin had not run, so
+    /// a failing guard would otherwise let every request through.
+    ///
+    /// Set [`OnFailure::FailOpen`] for plugins whose work the request can do without (a log
+    /// shipper, a decorating header, metrics): a failure is then logged and counted, and the
+    /// request continues. `log` and `certificate` handlers never end a request either way.
+    /// `kong-rust-pluginserver status` shows each plugin's policy.
+    const ON_FAILURE: OnFailure = OnFailure::FailClosed;
 
     /// The plugin's configuration, decoded from the JSON Kong sends. Its `JsonSchema` is
     /// translated into the Kong schema Kong validates configurations with (see

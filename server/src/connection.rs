@@ -1,9 +1,11 @@
 //! One connection from Kong: a stream of requests, each answered by exactly one response.
 //!
 //! Kong never pipelines (one request in flight per connection), so the loop is simple:
-//! announce the pid, then frame, dispatch, write, repeat. Buffers are reused for the life of
-//! the connection. A stream that cannot be framed is closed (there is no way to find the
-//! next message in it); other connections are unaffected.
+//! frame, answer, write, repeat. The first response carries the `serverPid` notification in
+//! front of it (Kong reads notifications before the response of any call; one write instead
+//! of two). Buffers are reused for the life of the connection. A stream that cannot be
+//! framed is closed (there is no way to find the next message in it); other connections
+//! are unaffected.
 //!
 //! The same loop runs over two transports (see [`crate::server::Threading`]): a blocking
 //! socket on a thread of its own (the default: a plugin handler that blocks holds up only
@@ -13,18 +15,15 @@
 use std::{
     future::Future,
     io::{Read, Write},
-    pin::pin,
-    sync::Arc,
-    task::{Context, Poll, Wake, Waker},
-    thread::Thread,
 };
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use kong_rust_pluginserver_protocol::{RequestError, encode, frame, parse_request};
+
 use crate::{
-    methods,
-    protocol::{self, RequestError, encode, frame},
-    state::Daemon,
+    daemon::{Daemon, Scope},
+    rpc::{self, RpcError},
 };
 
 /// Initial size of a connection's input buffer; it grows for larger messages (up to the
@@ -66,20 +65,19 @@ impl Transport for tokio::net::UnixStream {
     }
 }
 
-/// Serves a blocking connection on the calling thread until Kong closes it.
-pub fn serve_blocking(stream: std::os::unix::net::UnixStream, daemon: &Daemon) {
-    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
-    block_on(serve(stream, daemon), &waker);
+/// Serves a blocking connection on the calling thread until Kong closes it. The thread
+/// only parks when a plugin handler waits on its own I/O.
+pub fn serve_blocking(stream: std::os::unix::net::UnixStream, daemon: &Daemon, scope: &Scope) {
+    crate::wait::block_on(serve(stream, daemon, scope));
 }
 
-/// Serves one connection until Kong closes it or sends something unusable.
-pub async fn serve<T: Transport>(mut stream: T, daemon: &Daemon) {
-    let max_message = daemon.limits.max_message;
+/// Serves one connection until Kong closes it or sends something unusable. `scope` is
+/// what the socket it came on may use.
+pub async fn serve<T: Transport>(mut stream: T, daemon: &Daemon, scope: &Scope) {
+    let max_message = daemon.limits().max_message;
     let mut out = Vec::with_capacity(512);
-    encode::server_pid(&mut out, daemon.pid);
-    if stream.write_all(&out).await.is_err() {
-        return;
-    }
+    // Announced in front of the first response.
+    encode::server_pid(&mut out, daemon.pid());
     let mut input = vec![0u8; INPUT_BUFFER];
     let mut filled = 0;
     loop {
@@ -117,19 +115,19 @@ pub async fn serve<T: Transport>(mut stream: T, daemon: &Daemon) {
                 return;
             }
         };
-        out.clear();
-        match protocol::parse_request(&input[..len]) {
-            Ok(request) => methods::dispatch(daemon, &request, &mut out).await,
+        match parse_request(&input[..len]) {
+            Ok(request) => rpc::respond(daemon, scope, &request, &mut out).await,
             Err(RequestError::Malformed { msgid, reason }) => {
-                tracing::warn!("malformed request {msgid}: {reason}");
-                encode::error(&mut out, msgid, &format!("malformed request: {reason}"));
+                RpcError::Malformed(reason).write(msgid, &mut out);
             }
             Err(err @ RequestError::Unanswerable(_)) => {
                 tracing::warn!("closing connection: {err} ({})", preview(&input[..len]));
                 return;
             }
         }
-        if stream.write_all(&out).await.is_err() {
+        let written = stream.write_all(&out).await;
+        out.clear();
+        if written.is_err() {
             return;
         }
         input.copy_within(len..filled, 0);
@@ -139,32 +137,6 @@ pub async fn serve<T: Transport>(mut stream: T, daemon: &Daemon) {
             input.truncate(INPUT_BUFFER);
             input.shrink_to_fit();
         }
-    }
-}
-
-/// Wakes the connection's thread: a plugin that waits on its own I/O resumes it.
-struct ThreadWaker(Thread);
-
-impl Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// Runs a request to completion on this thread. It only parks when a plugin handler waits
-/// on its own I/O; a handler stopping at a PDK call completes the request at once.
-fn block_on<F: Future>(future: F, waker: &Waker) -> F::Output {
-    let mut future = pin!(future);
-    let mut cx = Context::from_waker(waker);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        std::thread::park();
     }
 }
 

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::loader::PluginInfo;
+use kong_rust_plugin_abi::Manifest;
 
 /// The protocol this daemon speaks, as the dump announces it.
 pub const PROTOCOL: &str = "MsgPack:1";
@@ -30,15 +30,15 @@ pub struct PluginDump<'a> {
 
 impl<'a> PluginDump<'a> {
     /// The entry for one plugin; the schema wraps the config record as Kong expects.
-    pub fn of(info: &'a PluginInfo) -> PluginDump<'a> {
+    pub fn of(manifest: &'a Manifest) -> PluginDump<'a> {
         PluginDump {
-            name: &info.name,
-            version: &info.version,
-            priority: info.priority,
-            phases: info.phases.iter().map(|p| p.name()).collect(),
+            name: &manifest.name,
+            version: &manifest.version,
+            priority: manifest.priority,
+            phases: manifest.phases.iter().map(|p| p.name()).collect(),
             schema: serde_json::json!({
-                "name": info.name,
-                "fields": [{"config": info.config_schema}],
+                "name": manifest.name,
+                "fields": [{"config": manifest.config_schema}],
             }),
         }
     }
@@ -46,7 +46,7 @@ impl<'a> PluginDump<'a> {
 
 impl<'a> Dump<'a> {
     /// A dump of `plugins`, in the order given.
-    pub fn of(plugins: impl IntoIterator<Item = &'a PluginInfo>) -> Dump<'a> {
+    pub fn of(plugins: impl IntoIterator<Item = &'a Manifest>) -> Dump<'a> {
         Dump {
             protocol: PROTOCOL,
             plugins: plugins.into_iter().map(PluginDump::of).collect(),

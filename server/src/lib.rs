@@ -1,21 +1,28 @@
-//! The kong-rust-pluginserver daemon as a library: plugin loading, Kong's MsgPack:1 protocol,
-//! and the socket server. The binary (`main.rs`) wires them to the command line.
+//! The kong-rust-pluginserver daemon as a library: plugin loading, the daemon's state and
+//! the RPCs Kong applies to it, connections and sockets, and the daemon's lifecycle. The
+//! binary (`main.rs` and `cli/`) wires them to the command line.
+//!
+//! - [`loader`]: plugin libraries, checked and loaded through the stable ABI;
+//! - [`daemon`]: plugins, instances and in-flight events, and the typed operations on them;
+//! - [`rpc`]: Kong's requests parsed into [`rpc::Rpc`], applied, encoded;
+//! - [`connection`], [`listener`]: serving Kong's connections on the plugin sockets;
+//! - [`lifecycle`]: serve lock and standby, signals, reload, drain, housekeeping;
+//! - [`metrics`] (the families, a leaf) and [`admin`] (their HTTP endpoint);
+//! - [`settings`]: flags, environment and config file;
+//! - [`dump`], [`conf_lines`], [`template`], [`playback`]: what the subcommands produce.
 
-pub mod client;
+pub mod admin;
+pub mod conf_lines;
 pub mod connection;
+pub mod daemon;
 pub mod dump;
-pub mod ids;
-pub mod kong_conf;
-pub mod kong_config;
+pub mod lifecycle;
+pub mod listener;
 pub mod loader;
-pub mod methods;
 pub mod metrics;
+pub mod playback;
 pub mod plugin_log;
-pub mod protocol;
-pub mod reload;
-pub mod serve_lock;
-pub mod server;
+pub mod rpc;
 pub mod settings;
-pub mod state;
 pub mod template;
-pub mod try_event;
+pub mod wait;

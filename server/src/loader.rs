@@ -16,10 +16,7 @@ use abi_stable::{
     library::{LibraryError, lib_header_from_path},
     std_types::RResult,
 };
-use kong_rust_pdk::{
-    Phase,
-    ffi::{PluginInfoFfi, PluginModuleRef},
-};
+use kong_rust_plugin_abi::{ABI_VERSION, Manifest, PluginModuleRef};
 
 /// Why a plugins directory or one plugin file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -116,8 +113,8 @@ impl FileIdentity {
 
 /// A plugin library that passed every check.
 pub struct LoadedPlugin {
-    /// What Kong learns about the plugin from the dump.
-    pub info: PluginInfo,
+    /// What the plugin says about itself (validated: Kong would accept it).
+    pub manifest: Manifest,
     /// The library file.
     pub path: PathBuf,
     /// The file as it was when loaded.
@@ -133,25 +130,10 @@ pub struct LoadedPlugin {
 impl std::fmt::Debug for LoadedPlugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadedPlugin")
-            .field("info", &self.info)
+            .field("manifest", &self.manifest)
             .field("path", &self.path)
             .finish_non_exhaustive()
     }
-}
-
-/// A plugin's description, validated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PluginInfo {
-    /// The plugin name.
-    pub name: String,
-    /// `x.y.z`.
-    pub version: String,
-    /// Kong handler priority.
-    pub priority: i64,
-    /// Implemented phases, in Kong's order.
-    pub phases: Vec<Phase>,
-    /// The Kong schema of the `config` record.
-    pub config_schema: serde_json::Value,
 }
 
 /// The result of scanning a plugins directory.
@@ -189,14 +171,14 @@ pub fn scan(dir: &Path, options: &LoadOptions) -> Result<Scan, LoadError> {
     for path in plugin_files(dir, options)? {
         match load(&path, options) {
             Ok(plugin) => {
-                if let Some(first) = scan.plugins.get(&plugin.info.name) {
+                if let Some(first) = scan.plugins.get(&plugin.manifest.name) {
                     scan.failures.push(LoadError::Duplicate {
-                        name: plugin.info.name.clone(),
+                        name: plugin.manifest.name.clone(),
                         path,
                         first: first.path.clone(),
                     });
                 } else {
-                    scan.plugins.insert(plugin.info.name.clone(), plugin);
+                    scan.plugins.insert(plugin.manifest.name.clone(), plugin);
                 }
             }
             Err(err) => scan.failures.push(err),
@@ -234,25 +216,38 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedPlugin, LoadErro
     if let Some(set_host_logger) = module.set_host_logger() {
         set_host_logger(crate::plugin_log::host_logger());
     }
-    let info = match (module.info())() {
-        RResult::ROk(info) => validate(info),
-        RResult::RErr(err) => Err(err.message.into_string()),
-    }
-    .map_err(|reason| LoadError::InvalidInfo {
-        path: path.to_owned(),
-        reason,
-    })?;
-    let modified = std::fs::metadata(path)
+    let mut plugin = LoadedPlugin::from_module(module, path)?;
+    plugin.identity = identity;
+    plugin.modified = std::fs::metadata(path)
         .and_then(|m| m.modified())
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    Ok(LoadedPlugin {
-        info,
-        path: path.to_owned(),
-        identity,
-        modified,
-        loaded: SystemTime::now(),
-        module,
-    })
+    Ok(plugin)
+}
+
+impl LoadedPlugin {
+    /// A plugin from a root module already in this process (a library loaded by hand, or a
+    /// plugin linked in, as the fuzz targets do), its manifest read and validated; `path`
+    /// names it in messages.
+    pub fn from_module(module: PluginModuleRef, path: &Path) -> Result<LoadedPlugin, LoadError> {
+        let manifest = match (module.manifest())() {
+            RResult::ROk(json) => serde_json::from_str::<Manifest>(json.as_str())
+                .map_err(|e| format!("its manifest is not valid: {e}"))
+                .and_then(validate),
+            RResult::RErr(err) => Err(err.message.into_string()),
+        }
+        .map_err(|reason| LoadError::InvalidInfo {
+            path: path.to_owned(),
+            reason,
+        })?;
+        Ok(LoadedPlugin {
+            manifest,
+            path: path.to_owned(),
+            identity: None,
+            modified: SystemTime::UNIX_EPOCH,
+            loaded: SystemTime::now(),
+            module,
+        })
+    }
 }
 
 /// Refuses files and directories that someone other than root or the daemon's user owns,
@@ -305,7 +300,8 @@ fn private_copy(path: &Path, dir: &Path) -> Result<PathBuf, LoadError> {
 /// (a layout mismatch runs to hundreds), so the full text goes to the debug log only.
 fn summarize(path: &Path, err: &LibraryError) -> String {
     tracing::debug!("{}: {err}", path.display());
-    let pdk = env!("CARGO_PKG_VERSION");
+    let abi = ABI_VERSION;
+    let major = abi.split('.').next().unwrap_or(abi);
     match err {
         LibraryError::OpenError { err, .. } => format!("cannot open it: {err}"),
         LibraryError::GetSymbolError { .. } => {
@@ -313,10 +309,10 @@ fn summarize(path: &Path, err: &LibraryError) -> String {
                 .to_owned()
         }
         LibraryError::IncompatibleVersionNumber { actual_version, .. } => format!(
-            "it was built against kong-rust-pdk {actual_version}, incompatible with this daemon's ABI; rebuild it against kong-rust-pdk {pdk}"
+            "it was built against plugin ABI {actual_version}, and this daemon speaks ABI {abi}; rebuild it with a kong-rust-pdk release for ABI {major}.x"
         ),
         LibraryError::AbiInstability(_) | LibraryError::InvalidCAbi { .. } => format!(
-            "it was built against an incompatible plugin ABI (its root module layout differs); rebuild it against kong-rust-pdk {pdk}"
+            "it was built against an incompatible plugin ABI (its root module layout differs from ABI {abi}); rebuild it with a kong-rust-pdk release for ABI {major}.x"
         ),
         LibraryError::InvalidAbiHeader(_) => {
             "it was built with an incompatible abi_stable release".to_owned()
@@ -342,14 +338,14 @@ fn one_line(text: &str) -> String {
 
 /// Checks what Kong checks when it loads the dump, so a bad plugin is refused here with a
 /// clear message instead of making Kong fail to start.
-fn validate(info: PluginInfoFfi) -> Result<PluginInfo, String> {
-    let name = info.name.into_string();
-    if !is_valid_name(&name) {
+fn validate(manifest: Manifest) -> Result<Manifest, String> {
+    let name = &manifest.name;
+    if !is_valid_name(name) {
         return Err(format!(
             "plugin name {name:?} must be 1-64 characters of a-z, 0-9, '-' and '_', starting with a letter or digit"
         ));
     }
-    let version = info.version.into_string();
+    let version = &manifest.version;
     let parts: Vec<&str> = version.split('.').collect();
     if parts.len() > 3
         || parts
@@ -360,19 +356,11 @@ fn validate(info: PluginInfoFfi) -> Result<PluginInfo, String> {
             "plugin {name}: version {version:?} must be numeric x.y.z (Kong refuses other forms)"
         ));
     }
-    let config_schema: serde_json::Value = serde_json::from_str(info.config_schema.as_str())
-        .map_err(|e| format!("plugin {name}: config schema is not JSON: {e}"))?;
     // Kong refuses to start on a schema that breaks its rules: refuse the plugin instead.
-    let full = serde_json::json!({"name": name, "fields": [{"config": config_schema}]});
+    let full = serde_json::json!({"name": name, "fields": [{"config": manifest.config_schema}]});
     kong_rust_pdk::schema::validate_plugin_schema(&full)
         .map_err(|violation| format!("plugin {name}: Kong would refuse its {violation}"))?;
-    Ok(PluginInfo {
-        name,
-        version,
-        priority: info.priority,
-        phases: Phase::from_bits(info.phases).collect(),
-        config_schema,
-    })
+    Ok(manifest)
 }
 
 /// Plugin names become file names (`<prefix>/<name>.socket`) and kong.conf keys.

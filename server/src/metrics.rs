@@ -1,24 +1,15 @@
-//! Prometheus metrics, and the small HTTP endpoint that serves them (`--metrics-listen`).
+//! Prometheus metric families: a leaf that knows nothing of the daemon's other parts.
 //!
 //! Per plugin and phase the hot path only touches pre-resolved counter and histogram
 //! handles (atomic adds); labels are looked up once, when a plugin is loaded. Gauges that
-//! describe the daemon's state (instances, events in flight, loaded plugins) are computed
-//! when Prometheus scrapes.
+//! describe the daemon's state (instances, events in flight, loaded plugins) are handed in
+//! as a [`Gauges`] snapshot when Prometheus scrapes.
 
-use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
-    sync::Arc,
-    time::Duration,
-};
-
-use kong_rust_pdk::Phase;
+use kong_rust_plugin_abi::{Manifest, Phase};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder, core::Collector,
 };
-
-use crate::{loader::PluginInfo, server::Server};
 
 const NAMESPACE: &str = "kong_rust_pluginserver";
 
@@ -36,8 +27,10 @@ pub struct Metrics {
     errors: IntCounterVec,
     panics: IntCounterVec,
     abandoned: IntCounterVec,
+    evicted: IntCounterVec,
     pdk_calls: IntCounterVec,
     duration: HistogramVec,
+    failures: IntCounterVec,
     constructor_panics: IntCounterVec,
     instances: IntGaugeVec,
     in_flight: IntGauge,
@@ -55,6 +48,8 @@ pub struct PhaseMetrics {
     pub panics: IntCounter,
     /// Events freed because Kong never sent their next Step.
     pub abandoned: IntCounter,
+    /// Events freed early, longest-waiting first, to make room in a full instance budget.
+    pub evicted: IntCounter,
     /// PDK calls handed to Kong (round trips).
     pub pdk_calls: IntCounter,
     /// Event duration, from HandleEvent to the end.
@@ -69,6 +64,7 @@ impl PhaseMetrics {
             errors: counter(),
             panics: counter(),
             abandoned: counter(),
+            evicted: counter(),
             pdk_calls: counter(),
             duration: prometheus::Histogram::with_opts(HistogramOpts::new("unused", "unused"))
                 .expect("valid histogram"),
@@ -112,6 +108,11 @@ impl PluginMetrics {
     pub fn abandoned(&self) -> u64 {
         self.sum(|p| &p.abandoned)
     }
+
+    /// Evicted events, all phases.
+    pub fn evicted(&self) -> u64 {
+        self.sum(|p| &p.evicted)
+    }
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -153,7 +154,22 @@ impl Metrics {
                 "abandoned_events_total",
                 "Events freed because Kong never sent their next Step.",
             ),
+            evicted: counter(
+                "evicted_events_total",
+                "Events freed early, longest-waiting first, to make room in a full instance budget.",
+            ),
             pdk_calls: counter("pdk_calls_total", "PDK calls handed to Kong (round trips)."),
+            failures: register(
+                &registry,
+                IntCounterVec::new(
+                    opts(
+                        "event_failures_total",
+                        "Events that failed or could not run, by reason, and whether the daemon ended the request (ended_request) or let it continue (continued).",
+                    ),
+                    &["plugin", "phase", "reason", "action"],
+                )
+                .expect("valid counter"),
+            ),
             duration: register(
                 &registry,
                 HistogramVec::new(
@@ -215,9 +231,16 @@ impl Metrics {
         metrics
     }
 
+    /// Counts one failed event (not on the hot path: labels are looked up here).
+    pub fn count_failure(&self, plugin: &str, phase: Phase, reason: &str, action: &str) {
+        self.failures
+            .with_label_values(&[plugin, phase.name(), reason, action])
+            .inc();
+    }
+
     /// Resolves the handles of a plugin being loaded. Only the phases it implements get
     /// series (the daemon refuses events of the others); the rest get unregistered handles.
-    pub fn for_plugin(&self, plugin: &PluginInfo) -> PluginMetrics {
+    pub fn for_plugin(&self, plugin: &Manifest) -> PluginMetrics {
         let phases = Phase::ALL
             .iter()
             .map(|phase| {
@@ -230,6 +253,7 @@ impl Metrics {
                     errors: self.errors.with_label_values(&labels),
                     panics: self.panics.with_label_values(&labels),
                     abandoned: self.abandoned.with_label_values(&labels),
+                    evicted: self.evicted.with_label_values(&labels),
                     pdk_calls: self.pdk_calls.with_label_values(&labels),
                     duration: self.duration.with_label_values(&labels),
                 }
@@ -243,31 +267,23 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of everything, gauges refreshed from `server`.
-    pub fn render(&self, server: &Server) -> String {
-        let daemon = server.daemon();
-        self.in_flight.set(
-            daemon
-                .live_events
-                .load(std::sync::atomic::Ordering::Relaxed) as i64,
-        );
-        self.connections.set(server.connections() as i64);
+    /// The Prometheus text exposition of everything, with the gauges set from `gauges`.
+    pub fn render(&self, gauges: &Gauges) -> String {
+        self.in_flight.set(gauges.events_in_flight as i64);
+        self.connections.set(gauges.connections as i64);
         self.instances.reset();
         self.plugins.reset();
-        for plugin in daemon.plugins() {
-            let info: &PluginInfo = &plugin.plugin.info;
-            let path = plugin.plugin.path.display().to_string();
+        for plugin in &gauges.plugins {
             self.plugins
-                .with_label_values(&[info.name.as_str(), info.version.as_str(), path.as_str()])
+                .with_label_values(&[
+                    plugin.name.as_str(),
+                    plugin.version.as_str(),
+                    plugin.file.as_str(),
+                ])
                 .set(1);
             self.instances
-                .with_label_values(&[info.name.as_str()])
-                .set(0);
-        }
-        for instance in daemon.instances.iter() {
-            self.instances
-                .with_label_values(&[instance.plugin.plugin.info.name.as_str()])
-                .inc();
+                .with_label_values(&[plugin.name.as_str()])
+                .set(plugin.instances as i64);
         }
         let mut out = Vec::new();
         TextEncoder::new()
@@ -277,52 +293,26 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `addr` from a background thread.
-pub fn serve(addr: SocketAddr, server: Arc<Server>) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)?;
-    let bound = listener.local_addr()?;
-    std::thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                if let Err(err) = answer(stream, &server) {
-                    tracing::debug!("metrics request failed: {err}");
-                }
-            }
-        })?;
-    tracing::info!("serving metrics on http://{bound}/metrics");
-    Ok(bound)
+/// The daemon's state at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    /// Events started and not finished.
+    pub events_in_flight: usize,
+    /// Connections open from Kong.
+    pub connections: usize,
+    /// Each loaded plugin.
+    pub plugins: Vec<PluginGauge>,
 }
 
-/// One HTTP/1.x exchange; the connection is closed after the response.
-fn answer(mut stream: TcpStream, server: &Server) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut head = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&chunk[..n]);
-    }
-    let request_line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let (status, content_type, body) =
-        if request_line.starts_with(b"GET /metrics ") || request_line == b"GET /metrics" {
-            let metrics = server.metrics();
-            (
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                metrics.render(server),
-            )
-        } else {
-            ("404 Not Found", "text/plain", "try /metrics\n".to_owned())
-        };
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    stream.flush()
+/// One plugin at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct PluginGauge {
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Its library file.
+    pub file: String,
+    /// Its running instances.
+    pub instances: usize,
 }

@@ -2,18 +2,18 @@
 //! events of the daemon, tagged with the plugin's name (see kong-rust-pdk's host_log).
 
 use abi_stable::std_types::RStr;
-use kong_rust_pdk::ffi::HostLogger;
+use kong_rust_plugin_abi::{HostLogger, LogLevel};
 use tracing::level_filters::LevelFilter;
 
 /// The logger handed to every plugin library, at the daemon's current level.
 pub fn host_logger() -> HostLogger {
     let max_level = match LevelFilter::current() {
-        LevelFilter::OFF => 0,
-        LevelFilter::ERROR => 1,
-        LevelFilter::WARN => 2,
-        LevelFilter::INFO => 3,
-        LevelFilter::DEBUG => 4,
-        _ => 5,
+        LevelFilter::OFF => LogLevel::Off,
+        LevelFilter::ERROR => LogLevel::Error,
+        LevelFilter::WARN => LogLevel::Warn,
+        LevelFilter::INFO => LogLevel::Info,
+        LevelFilter::DEBUG => LogLevel::Debug,
+        _ => LogLevel::Trace,
     };
     HostLogger {
         max_level,
@@ -21,13 +21,19 @@ pub fn host_logger() -> HostLogger {
     }
 }
 
-extern "C" fn log_from_plugin(level: u8, plugin: RStr<'_>, target: RStr<'_>, message: RStr<'_>) {
+extern "C" fn log_from_plugin(
+    level: LogLevel,
+    plugin: RStr<'_>,
+    target: RStr<'_>,
+    message: RStr<'_>,
+) {
     let (plugin, target, message) = (plugin.as_str(), target.as_str(), message.as_str());
     match level {
-        1 => tracing::error!(target: "plugin", plugin, module = target, "{message}"),
-        2 => tracing::warn!(target: "plugin", plugin, module = target, "{message}"),
-        3 => tracing::info!(target: "plugin", plugin, module = target, "{message}"),
-        4 => tracing::debug!(target: "plugin", plugin, module = target, "{message}"),
-        _ => tracing::trace!(target: "plugin", plugin, module = target, "{message}"),
+        LogLevel::Off => {}
+        LogLevel::Error => tracing::error!(target: "plugin", plugin, module = target, "{message}"),
+        LogLevel::Warn => tracing::warn!(target: "plugin", plugin, module = target, "{message}"),
+        LogLevel::Info => tracing::info!(target: "plugin", plugin, module = target, "{message}"),
+        LogLevel::Debug => tracing::debug!(target: "plugin", plugin, module = target, "{message}"),
+        LogLevel::Trace => tracing::trace!(target: "plugin", plugin, module = target, "{message}"),
     }
 }

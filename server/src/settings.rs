@@ -14,7 +14,29 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::state::Limits;
+/// Limits that protect the daemon from runaway clients and plugins.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest accepted request, in bytes.
+    pub max_message: usize,
+    /// Most events one instance may have in flight at once.
+    pub max_events_per_instance: usize,
+    /// Most connections served at once (each has a thread).
+    pub max_connections: usize,
+    /// An event that waits longer than this for Kong's next Step is abandoned.
+    pub event_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_message: 16 << 20,
+            max_events_per_instance: 10_000,
+            max_connections: 4_096,
+            event_timeout: Duration::from_secs(60),
+        }
+    }
+}
 
 /// The prefix of every environment variable the daemon reads.
 pub const ENV_PREFIX: &str = "KONG_RUST_PLUGINSERVER_";

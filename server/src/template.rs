@@ -192,10 +192,14 @@ fn check_name(name: &str) -> Result<(), TemplateError> {
     Ok(())
 }
 
-/// The `[dependencies]` and `[dev-dependencies]` lines for kong-rust-pdk.
+/// The `[dependencies]` line for kong-rust-pdk and the `[dev-dependencies]` line for its
+/// test kit.
 fn pdk_dependencies(pdk: &PdkSource) -> Result<(String, String), TemplateError> {
-    let source = match pdk {
-        PdkSource::Version(version) => format!("version = {}", toml_string(version)),
+    let (source, testkit) = match pdk {
+        PdkSource::Version(version) => {
+            let version = format!("version = {}", toml_string(version));
+            (version.clone(), version)
+        }
         PdkSource::Path(path) => {
             let pdk_error = |reason: String| TemplateError::PdkPath {
                 path: path.clone(),
@@ -214,12 +218,19 @@ fn pdk_dependencies(pdk: &PdkSource) -> Result<(String, String), TemplateError> 
             let text = absolute
                 .to_str()
                 .ok_or_else(|| pdk_error("the path is not UTF-8".into()))?;
-            format!("path = {}", toml_string(text))
+            let testkit = absolute.join("testkit");
+            let testkit = testkit
+                .to_str()
+                .ok_or_else(|| pdk_error("the path is not UTF-8".into()))?;
+            (
+                format!("path = {}", toml_string(text)),
+                format!("path = {}", toml_string(testkit)),
+            )
         }
     };
     Ok((
         format!("kong-rust-pdk = {{ {source} }}"),
-        format!("kong-rust-pdk = {{ {source}, features = [\"testkit\"] }}"),
+        format!("kong-rust-pdk-testkit = {{ {testkit} }}"),
     ))
 }
 
@@ -307,7 +318,7 @@ mod tests {
             "{cargo}"
         );
         assert!(
-            cargo.contains("kong-rust-pdk = { version = \"0.1\", features = [\"testkit\"] }\n"),
+            cargo.contains("kong-rust-pdk-testkit = { version = \"0.1\" }\n"),
             "{cargo}"
         );
     }

@@ -108,11 +108,11 @@ fn the_created_crate_builds_passes_its_tests_and_loads() {
     std::fs::copy(&library, &installed).unwrap();
     std::fs::set_permissions(&installed, std::fs::Permissions::from_mode(0o644)).unwrap();
     let plugin = loader::load(&installed, &LoadOptions::default()).unwrap();
-    assert_eq!(plugin.info.name, NAME);
-    assert_eq!(plugin.info.version, "0.1.0");
-    assert_eq!(plugin.info.priority, 1000);
-    assert_eq!(plugin.info.phases, [Phase::Access]);
-    let fields = plugin.info.config_schema["fields"].as_array().unwrap();
+    assert_eq!(plugin.manifest.name, NAME);
+    assert_eq!(plugin.manifest.version, "0.1.0");
+    assert_eq!(plugin.manifest.priority, 1000);
+    assert_eq!(plugin.manifest.phases, [Phase::Access]);
+    let fields = plugin.manifest.config_schema["fields"].as_array().unwrap();
     let header = fields
         .iter()
         .find_map(|field| field.get("header"))

@@ -34,7 +34,7 @@ fn main() {
             (call.method == "kong.request.get_header").then(|| host.clone())
         });
         let elapsed = start.elapsed();
-        assert_eq!(run.end, EventEnd::Ret);
+        assert_eq!(run.end, EventEnd::Returned);
         assert_eq!(run.calls.len(), 3);
         elapsed
     };

@@ -1,13 +1,21 @@
-//! A simulated Kong worker.
+//! A simulated Kong worker, behaving as Kong's Lua client (`mp_rpc.lua`) does.
 //!
 //! Like Kong, it takes a connection from its keepalive pool (or opens one) for *every* RPC
 //! call and puts it back afterwards, so the steps of one event travel on whatever
-//! connection is idle. It reads the `serverPid` notification the daemon sends first on each
-//! connection, checks that each response echoes its msgid, and plays Kong's event loop.
+//! connection is idle. The event loop is Kong's, from the protocol crate
+//! ([`kong::run_event`](kong_rust_pluginserver_protocol::kong::run_event)), and what Kong
+//! does with the request is what each [`EventEnd`] says:
+//!
+//! - the handler returned: the request goes on with the plugin's effects;
+//! - `kong.response.exit`/`error` (from the plugin, or from the daemon ending the request
+//!   in a failed plugin's place): the request ends with that status, no Step follows;
+//! - Kong raised inside a PDK call (an answer may say so): Kong's 500, no Step follows;
+//! - an error reply: Kong logs it and **proxies the request without the plugin**. Tests
+//!   that say "never proxied" assert `!end.proxied()`.
 
 use std::{
     collections::VecDeque,
-    io::{BufReader, Write},
+    io::Write,
     os::unix::net::UnixStream,
     path::{Path, PathBuf},
     sync::{
@@ -17,6 +25,12 @@ use std::{
     time::Duration,
 };
 
+use kong_rust_pluginserver_protocol::{
+    frame,
+    kong::{
+        self as kong_side, CallResult, Incoming, KongSideError, PdkAnswer, Transport, incoming,
+    },
+};
 use rmpv::Value;
 
 use crate::msgpack::{self, get, map};
@@ -70,15 +84,48 @@ impl PdkCall {
     }
 }
 
-/// How an event ended.
+/// What Kong does with one PDK call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// The function returned this (`None`: nil, a Step without `Data`).
+    Value(Option<Value>),
+    /// The function raised a Lua error (out of phase, bad arguments): the handler is
+    /// aborted, no Step is sent, and the request ends with Kong's 500.
+    Raise(String),
+}
+
+/// How an event ended, and so what Kong does with the request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventEnd {
     /// The handler returned (`Data: "ret"`).
-    Ret,
-    /// The handler called `kong.response.exit` or `kong.response.error`.
-    Exit,
-    /// The daemon answered with an error.
-    Error(String),
+    Returned,
+    /// `kong.response.exit` or `kong.response.error` ended the request with `status`.
+    Ended {
+        /// The PDK function.
+        method: String,
+        /// The status it was called with.
+        status: u64,
+    },
+    /// Kong raised inside a PDK call.
+    Raised(String),
+    /// The daemon answered with an error: Kong logs it and proxies the request as if the
+    /// plugin had not run.
+    ErrorReply(String),
+}
+
+impl EventEnd {
+    /// Whether Kong proxies the request after this end.
+    pub fn proxied(&self) -> bool {
+        matches!(self, EventEnd::Returned | EventEnd::ErrorReply(_))
+    }
+
+    /// The status the request was ended with, if it was.
+    pub fn status(&self) -> Option<u64> {
+        match self {
+            EventEnd::Ended { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
 }
 
 /// The record of one event.
@@ -86,7 +133,7 @@ pub enum EventEnd {
 pub struct EventRun {
     /// Its id, once the daemon gave one.
     pub event_id: Option<u64>,
-    /// Every PDK call, in order.
+    /// Every PDK call, in order (the one that ended the event included).
     pub calls: Vec<PdkCall>,
     /// How it ended.
     pub end: EventEnd,
@@ -119,67 +166,89 @@ impl Kong {
             .map_err(|e| RpcError::Io(format!("connect {}: {e}", self.socket.display())))?;
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         self.connections.fetch_add(1, Ordering::Relaxed);
-        Ok(BufReader::new(stream))
+        Ok(Connection {
+            stream,
+            buffer: Vec::new(),
+            fresh: true,
+        })
+    }
+
+    fn next_msgid(&self) -> u64 {
+        self.msgid.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// One RPC call on a pooled (or new) connection: `[0, msgid, method, [arg]]`.
     pub fn call(&self, method: &str, arg: Value) -> Result<Value, RpcError> {
-        let pooled = self.pool.lock().unwrap().pop_front();
-        match pooled {
-            Some(conn) => self.call_on(conn, false, method, arg),
-            None => self.call_on(self.connect()?, true, method, arg),
-        }
+        let msgid = self.next_msgid();
+        let mut request = Vec::new();
+        kong_side::request(&mut request, msgid, method, &msgpack::encode(&arg));
+        self.exchange(None, msgid, &request)
     }
 
     /// One RPC call on a brand-new connection (which then joins the pool).
     pub fn call_fresh(&self, method: &str, arg: Value) -> Result<Value, RpcError> {
-        self.call_on(self.connect()?, true, method, arg)
+        let msgid = self.next_msgid();
+        let mut request = Vec::new();
+        kong_side::request(&mut request, msgid, method, &msgpack::encode(&arg));
+        self.exchange(Some(self.connect()?), msgid, &request)
     }
 
-    fn call_on(
+    fn exchange(
         &self,
-        mut conn: Connection,
-        fresh: bool,
-        method: &str,
-        arg: Value,
+        conn: Option<Connection>,
+        msgid: u64,
+        request: &[u8],
     ) -> Result<Value, RpcError> {
-        let msgid = self.msgid.fetch_add(1, Ordering::Relaxed) + 1;
-        let request = Value::Array(vec![
-            Value::from(0),
-            Value::from(msgid),
-            Value::from(method),
-            Value::Array(vec![arg]),
-        ]);
-        conn.get_mut()
-            .write_all(&msgpack::encode(&request))
+        match self.raw_exchange(conn, msgid, request)? {
+            CallResult::Ok(raw) => Ok(msgpack::decode(&raw)),
+            CallResult::Err(text) => Err(RpcError::Remote(text)),
+        }
+    }
+
+    /// Sends `request` on a pooled (or the given) connection and reads its response,
+    /// handling notifications before it; the connection goes back to the pool.
+    fn raw_exchange(
+        &self,
+        conn: Option<Connection>,
+        msgid: u64,
+        request: &[u8],
+    ) -> Result<CallResult, RpcError> {
+        let pooled = self.pool.lock().unwrap().pop_front();
+        let mut conn = match conn.or(pooled) {
+            Some(conn) => conn,
+            None => self.connect()?,
+        };
+        assert!(
+            conn.buffer.is_empty(),
+            "the daemon sent bytes after a response: {:02x?}",
+            conn.buffer
+        );
+        conn.stream
+            .write_all(request)
             .map_err(|e| RpcError::Io(format!("write: {e}")))?;
-        let mut expect_notification = fresh;
         loop {
-            let message = read_value(&mut conn)?;
-            let items = message
-                .as_array()
-                .ok_or_else(|| RpcError::Io(format!("not an array: {message}")))?;
-            match items.first().and_then(Value::as_u64) {
-                Some(2) if expect_notification => {
-                    assert_eq!(items.len(), 3, "notification shape: {message}");
-                    assert_eq!(items[1].as_str(), Some("serverPid"), "{message}");
-                    let pid = items[2].as_u64().expect("serverPid carries a pid");
+            let message = read_message(&mut conn)?;
+            match incoming(&message, msgid).map_err(|e| RpcError::Io(e.to_string()))? {
+                Incoming::Notification { method, value } => {
+                    assert!(conn.fresh, "a notification after the first response");
+                    assert_eq!(method, b"serverPid", "the only notification Kong knows");
+                    let pid = value.expect("serverPid carries a pid");
                     self.server_pids.lock().unwrap().push(pid);
-                    expect_notification = false;
                 }
-                Some(1) => {
-                    assert_eq!(items.len(), 4, "response shape: {message}");
-                    assert_eq!(items[1].as_u64(), Some(msgid), "msgid echo: {message}");
+                Incoming::Ok(raw) => {
+                    let raw = raw.to_vec();
+                    conn.fresh = false;
                     self.pool.lock().unwrap().push_back(conn);
-                    return match &items[2] {
-                        Value::Nil => Ok(items[3].clone()),
-                        Value::String(err) => Err(RpcError::Remote(
-                            err.as_str().expect("UTF-8 error text").to_owned(),
-                        )),
-                        other => panic!("error must be a string or nil, got {other}"),
-                    };
+                    return Ok(CallResult::Ok(raw));
                 }
-                _ => panic!("unexpected message from the daemon: {message}"),
+                Incoming::Err(text) => {
+                    let text = std::str::from_utf8(text)
+                        .expect("UTF-8 error text")
+                        .to_owned();
+                    conn.fresh = false;
+                    self.pool.lock().unwrap().push_back(conn);
+                    return Ok(CallResult::Err(text));
+                }
             }
         }
     }
@@ -230,83 +299,110 @@ impl Kong {
         phase: &str,
         mut answer: impl FnMut(&PdkCall) -> Option<Value>,
     ) -> EventRun {
-        let mut run = EventRun {
-            event_id: None,
-            calls: Vec::new(),
-            end: EventEnd::Ret,
-        };
-        let mut reply = self.handle_event(instance_id, phase);
-        loop {
-            let step = match reply {
-                Ok(step) => step,
-                Err(RpcError::Remote(err)) => {
-                    run.end = EventEnd::Error(err);
-                    return run;
-                }
-                Err(err) => panic!("event transport failed: {err}"),
-            };
-            let event_id = get(&step, "EventId")
-                .and_then(Value::as_u64)
-                .unwrap_or_else(|| panic!("StepData without EventId: {step}"));
-            assert!(
-                run.event_id.is_none_or(|id| id == event_id),
-                "EventId changed within an event"
-            );
-            run.event_id = Some(event_id);
-            let data =
-                get(&step, "Data").unwrap_or_else(|| panic!("StepData without Data: {step}"));
-            if data.as_str() == Some("ret") {
-                run.end = EventEnd::Ret;
-                return run;
-            }
+        self.run_event_answering(instance_id, phase, |call| Answer::Value(answer(call)))
+    }
+
+    /// [`run_event`](Self::run_event) with answers that may raise, as Kong's Lua does for a
+    /// call out of its phase or with bad arguments.
+    pub fn run_event_answering(
+        &self,
+        instance_id: u64,
+        phase: &str,
+        mut answer: impl FnMut(&PdkCall) -> Answer,
+    ) -> EventRun {
+        let mut transport = Pooled(self);
+        // Msgids only need to be unique per connection; take a block of them.
+        let mut msgid = self.msgid.fetch_add(1 << 20, Ordering::Relaxed);
+        let run = kong_side::run_event(&mut transport, &mut msgid, instance_id, phase, |m, a| {
             let call = PdkCall {
-                method: get(data, "Method")
-                    .and_then(Value::as_str)
-                    .unwrap_or_else(|| panic!("call without Method: {data}"))
-                    .to_owned(),
-                args: get(data, "Args")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_else(|| panic!("call without an Args array: {data}")),
+                method: m.to_owned(),
+                args: decode_args(a),
             };
-            let ends = matches!(
-                call.method.as_str(),
-                "kong.response.exit" | "kong.response.error"
-            );
-            let result = if ends { None } else { answer(&call) };
-            let step_method = step_method_for(&call.method);
-            run.calls.push(call);
-            if ends {
-                run.end = EventEnd::Exit;
-                return run;
+            match answer(&call) {
+                Answer::Value(value) => PdkAnswer::Value(value.as_ref().map(msgpack::encode)),
+                Answer::Raise(error) => PdkAnswer::Raise(error),
             }
-            let mut entries = vec![("EventId", Value::from(event_id))];
-            if let Some(value) = result {
-                entries.push(("Data", value));
-            }
-            reply = self.call(step_method, map(entries));
+        })
+        .unwrap_or_else(|err| panic!("the daemon broke Kong's protocol: {err}"));
+        let end = match run.end {
+            kong_side::EventEnd::Returned => EventEnd::Returned,
+            kong_side::EventEnd::Ended { method, args } => EventEnd::Ended {
+                status: kong_side::first_uint_arg(&args)
+                    .unwrap_or_else(|| panic!("{method} without a status")),
+                method,
+            },
+            kong_side::EventEnd::Raised(error) => EventEnd::Raised(error),
+            kong_side::EventEnd::ErrorReply(error) => EventEnd::ErrorReply(error),
+        };
+        EventRun {
+            event_id: run.event_id,
+            calls: run
+                .calls
+                .into_iter()
+                .map(|(method, args)| PdkCall {
+                    method,
+                    args: decode_args(&args),
+                })
+                .collect(),
+            end,
         }
+    }
+}
+
+/// The pool as the protocol crate's transport.
+struct Pooled<'a>(&'a Kong);
+
+impl Transport for Pooled<'_> {
+    fn call(&mut self, msgid: u64, request: &[u8]) -> Result<CallResult, KongSideError> {
+        self.0
+            .raw_exchange(None, msgid, request)
+            .map_err(|e| match e {
+                RpcError::Io(e) | RpcError::Remote(e) => KongSideError::Io(e),
+            })
+    }
+}
+
+fn decode_args(args: &[u8]) -> Vec<Value> {
+    match msgpack::decode(args) {
+        Value::Array(items) => items,
+        other => panic!("Args is not an array: {other}"),
     }
 }
 
 /// The `plugin.Step*` name Kong uses for the result of `method`.
 pub fn step_method_for(method: &str) -> &'static str {
-    match method {
-        "kong.client.get_credential" | "kong.client.authenticate" => "plugin.StepCredential",
-        "kong.client.load_consumer" | "kong.client.get_consumer" => "plugin.StepConsumer",
-        "kong.router.get_route" => "plugin.StepRoute",
-        "kong.router.get_service" => "plugin.StepService",
-        "kong.node.get_memory_stats" => "plugin.StepMemoryStats",
-        "kong.request.get_query"
-        | "kong.request.get_headers"
-        | "kong.response.get_headers"
-        | "kong.service.response.get_headers" => "plugin.StepMultiMap",
-        _ => "plugin.Step",
-    }
+    kong_side::step_method_for(method.as_bytes())
 }
 
-/// A pooled connection; buffered, since Kong reads a whole response per call.
-type Connection = BufReader<UnixStream>;
+/// A pooled connection.
+struct Connection {
+    stream: UnixStream,
+    /// Bytes read past the last message (a daemon must never send any).
+    buffer: Vec<u8>,
+    /// Not used yet: the daemon's `serverPid` comes before the first response.
+    fresh: bool,
+}
+
+/// Reads exactly one MessagePack message.
+fn read_message(conn: &mut Connection) -> Result<Vec<u8>, RpcError> {
+    use std::io::Read;
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Ok(Some(len)) = frame::value_len(&conn.buffer, 1 << 30) {
+            let message = conn.buffer[..len].to_vec();
+            conn.buffer.drain(..len);
+            return Ok(message);
+        }
+        let n = conn
+            .stream
+            .read(&mut chunk)
+            .map_err(|e| RpcError::Io(format!("read: {e}")))?;
+        if n == 0 {
+            return Err(RpcError::Io("read: the connection closed".into()));
+        }
+        conn.buffer.extend_from_slice(&chunk[..n]);
+    }
+}
 
 /// Reads exactly one MessagePack value.
 pub fn read_value(stream: &mut impl std::io::Read) -> Result<Value, RpcError> {
@@ -316,7 +412,7 @@ pub fn read_value(stream: &mut impl std::io::Read) -> Result<Value, RpcError> {
 impl Kong {
     /// `plugin.GetStatus`, with the daemon-wide and per-plugin figures flattened:
     /// `LiveEvents`, `Draining`, and `<plugin>.<Counter>` (Events, Failures, Panics,
-    /// Abandoned, Configurations, Instances = the number of instances).
+    /// Abandoned, Evicted, Configurations, Instances = the number of instances).
     pub fn status(&self) -> std::collections::HashMap<String, u64> {
         let status = self
             .call("plugin.GetStatus", Value::Nil)

@@ -96,6 +96,15 @@ pub fn get<'a>(map: &'a Value, key: &str) -> Option<&'a Value> {
         .map(|(_, v)| v)
 }
 
+/// Decodes one value (the whole of `bytes`).
+pub fn decode(bytes: &[u8]) -> Value {
+    let mut rest = bytes;
+    let value = rmpv::decode::read_value(&mut rest)
+        .unwrap_or_else(|e| panic!("not MessagePack ({e}): {bytes:02x?}"));
+    assert!(rest.is_empty(), "bytes after the value: {rest:02x?}");
+    value
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use std::{
 
 use kong_rust_pluginserver_e2e::{
     daemon::Scratch,
-    kong::{EventEnd, Kong, RpcError, read_value},
+    kong::{EventEnd, Kong, read_value},
     msgpack::{get, map},
 };
 use rmpv::Value;
@@ -21,7 +21,7 @@ fn hello_ok(kong: &Kong, instance: u64) {
     let run = kong.run_event(instance, "access", |c| {
         (c.method == "kong.request.get_header").then(|| Value::from("h"))
     });
-    assert_eq!(run.end, EventEnd::Ret, "{run:?}");
+    assert_eq!(run.end, EventEnd::Returned, "{run:?}");
 }
 
 #[test]
@@ -49,7 +49,7 @@ fn a_blocking_handler_stalls_neither_other_plugins_nor_other_events_of_its_plugi
     for _ in 0..50 {
         hello_ok(&hello, hello_instance);
         let run = probe.run_event(echo, "access", |_| Some(Value::from("v")));
-        assert_eq!(run.end, EventEnd::Ret);
+        assert_eq!(run.end, EventEnd::Returned);
     }
     assert!(
         started.elapsed() < Duration::from_millis(2500),
@@ -58,7 +58,7 @@ fn a_blocking_handler_stalls_neither_other_plugins_nor_other_events_of_its_plugi
     );
     for handle in blocked {
         let run = handle.join().unwrap();
-        assert_eq!(run.end, EventEnd::Ret);
+        assert_eq!(run.end, EventEnd::Returned);
         assert_eq!(run.calls[1].args[0], Value::from("x-blocked"));
     }
 }
@@ -83,7 +83,7 @@ fn a_handler_waiting_on_its_own_io_is_resumed_by_the_daemons_waker() {
         .collect();
     for handle in runs {
         let (run, took) = handle.join().unwrap();
-        assert_eq!(run.end, EventEnd::Ret, "{run:?}");
+        assert_eq!(run.end, EventEnd::Returned, "{run:?}");
         assert_eq!(run.calls[1].args[0], Value::from("x-waited"));
         assert!(took >= Duration::from_millis(300), "{took:?}");
         assert!(took < Duration::from_secs(5), "{took:?}");
@@ -113,9 +113,9 @@ fn panics_and_failures_are_counted_per_plugin() {
     assert_eq!(status["LiveEvents"], 0, "{status:?}");
     let stderr = daemon.stderr();
     assert!(
-        stderr.contains(
-            "plugin e2e-probe access handler failed: panicked: probe handler panic (instance"
-        ),
+        stderr.contains(&format!(
+            "panicked: probe handler panic; ending the request with 500 (kong.response.error) plugin=e2e-probe phase=access instance={panicking}"
+        )),
         "{stderr}"
     );
 }
@@ -146,33 +146,74 @@ fn abandoned_events_are_freed_after_the_event_timeout() {
 }
 
 #[test]
-fn live_events_per_instance_are_limited() {
+fn a_full_event_budget_frees_the_longest_waiting_events_instead_of_refusing() {
     let scratch = Scratch::with_plugins(&["rust-hello"]);
     let daemon = scratch.start_with(&["rust-hello"], |cmd| {
         cmd.args(["--max-events-per-instance", "2"]);
     });
     let kong = daemon.kong();
     let instance = kong.start_instance("rust-hello", json!({})).unwrap();
-    let start = || kong.handle_event(instance, "access");
-    let first = start().unwrap();
-    start().unwrap();
-    let err = start().unwrap_err();
-    assert!(
-        matches!(&err, RpcError::Remote(e) if e.contains("already has 2 events in flight")),
-        "{err}"
-    );
-    assert!(!err.to_string().contains("no plugin instance"));
-    // Finishing one frees a slot.
-    let id = get(&first, "EventId").unwrap().clone();
-    kong.call(
-        "plugin.Step",
-        map([("EventId", id.clone()), ("Data", Value::from("h"))]),
-    )
-    .unwrap();
-    kong.call("plugin.Step", map([("EventId", id.clone())]))
+    // Two events wait for Steps Kong will never send (its Lua raised inside a PDK call).
+    let abandoned = kong.handle_event(instance, "access").unwrap();
+    kong.handle_event(instance, "access").unwrap();
+    // A new event is not refused: the longest-waiting one makes room.
+    for _ in 0..5 {
+        let run = kong.run_event(instance, "access", |_| Some(Value::from("h")));
+        assert_eq!(run.end, EventEnd::Returned, "{run:?}");
+    }
+    assert!(kong.status()["rust-hello.Evicted"] >= 1);
+    // A late Step for a freed event ends its request (503), never an error reply.
+    let id = get(&abandoned, "EventId").unwrap().clone();
+    let late = kong
+        .call(
+            "plugin.Step",
+            map([("EventId", id), ("Data", Value::from("h"))]),
+        )
         .unwrap();
-    kong.call("plugin.Step", map([("EventId", id)])).unwrap();
-    start().unwrap();
+    let data = get(&late, "Data").unwrap();
+    assert_eq!(
+        get(data, "Method"),
+        Some(&Value::from("kong.response.error"))
+    );
+    assert_eq!(
+        get(data, "Args"),
+        Some(&Value::Array(vec![Value::from(503)]))
+    );
+}
+
+#[test]
+fn a_budget_full_of_running_events_ends_new_requests_with_503() {
+    let scratch = Scratch::with_plugins(&["e2e-probe"]);
+    let daemon = scratch.start_with(&["e2e-probe"], |cmd| {
+        cmd.args(["--max-events-per-instance", "2"]);
+    });
+    let kong = daemon.kong();
+    let instance = kong
+        .start_instance("e2e-probe", json!({"mode": "wait", "delay_ms": 1500}))
+        .unwrap();
+    // Two events run (their handlers await their own I/O): nothing waits for Kong, so
+    // nothing can be freed.
+    let running: Vec<_> = (0..2)
+        .map(|_| {
+            let socket = scratch.socket("e2e-probe");
+            std::thread::spawn(move || {
+                Kong::new(socket).run_event(instance, "access", |_| Some(Value::from("v")))
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let run = kong.run_event(instance, "access", |_| Some(Value::from("v")));
+    assert_eq!(
+        run.end,
+        EventEnd::Ended {
+            method: "kong.response.error".into(),
+            status: 503
+        }
+    );
+    for thread in running {
+        assert_eq!(thread.join().unwrap().end, EventEnd::Returned);
+    }
+    assert!(daemon.stderr().contains("reason=\"overloaded\""));
 }
 
 #[test]
@@ -187,7 +228,6 @@ fn messages_over_the_size_limit_close_only_their_connection() {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    read_value(&mut stream).unwrap();
     // A request whose Config claims 2 KiB.
     let big = kong_rust_pluginserver_e2e::msgpack::encode(&Value::Array(vec![
         Value::from(0),
@@ -221,7 +261,6 @@ fn numbers_of_every_width_and_invalid_utf8_are_handled() {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    read_value(&mut stream).unwrap();
     let encodings: [Vec<u8>; 3] = [
         [&[0xcf][..], &instance.to_be_bytes()].concat(),
         [&[0xd3][..], &(instance as i64).to_be_bytes()].concat(),
@@ -233,22 +272,27 @@ fn numbers_of_every_width_and_invalid_utf8_are_handled() {
         request.push(0x91);
         request.extend_from_slice(id);
         stream.write_all(&request).unwrap();
-        let reply = read_value(&mut stream).unwrap();
+        let mut reply = read_value(&mut stream).unwrap();
+        if msgid == 0 {
+            // serverPid, before the first response.
+            assert_eq!(reply.as_array().unwrap()[0], Value::from(2));
+            reply = read_value(&mut stream).unwrap();
+        }
         let reply = reply.as_array().unwrap();
         assert_eq!(reply[2], Value::Nil, "{reply:?}");
         assert_eq!(get(&reply[3], "Id").and_then(Value::as_u64), Some(instance));
     }
     // A header value that is not UTF-8: rust-hello reads it as a String, so its handler
-    // fails with a clear message; the daemon and the instance carry on.
+    // fails with a clear message, and the request is ended (never proxied past the
+    // plugin); the daemon and the instance carry on.
     let run = kong.run_event(instance, "access", |_| {
         Some(Value::Binary(vec![0xff, 0xfe]))
     });
-    let EventEnd::Error(err) = &run.end else {
-        panic!("{run:?}")
-    };
+    assert_eq!(run.end.status(), Some(500), "{run:?}");
+    let stderr = daemon.stderr();
     assert!(
-        err.contains("kong.request.get_header returned an unexpected value"),
-        "{err}"
+        stderr.contains("kong.request.get_header returned an unexpected value"),
+        "{stderr}"
     );
     // A plugin name and a method name that are not UTF-8.
     let err = kong
@@ -334,7 +378,7 @@ fn event_loops_serve_interleaved_events_and_resume_waiting_handlers() {
         .start_instance("e2e-probe", json!({"mode": "wait", "delay_ms": 100}))
         .unwrap();
     let run = probe.run_event(waiting, "access", |_| None);
-    assert_eq!(run.end, EventEnd::Ret, "{run:?}");
+    assert_eq!(run.end, EventEnd::Returned, "{run:?}");
     assert_eq!(run.calls[1].args[0], Value::from("x-waited"));
     for worker in workers {
         worker.join().unwrap();

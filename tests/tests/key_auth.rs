@@ -73,7 +73,7 @@ fn a_good_key_authenticates_and_is_hidden_from_the_upstream() {
     let instance = kong.start_instance(PLUGIN, kong_config(true)).unwrap();
 
     let run = access(&kong, instance, &[("x-api-key", "alice-key")], &[]);
-    assert_eq!(run.end, EventEnd::Ret, "{run:?}");
+    assert_eq!(run.end, EventEnd::Returned, "{run:?}");
     assert_eq!(
         run.calls,
         [
@@ -112,7 +112,7 @@ fn a_key_from_the_query_authenticates_a_consumer_without_username() {
     let instance = kong.start_instance(PLUGIN, kong_config(true)).unwrap();
 
     let run = access(&kong, instance, &[], &[("apikey", "bob-key")]);
-    assert_eq!(run.end, EventEnd::Ret, "{run:?}");
+    assert_eq!(run.end, EventEnd::Returned, "{run:?}");
     assert_eq!(
         run.calls[1..],
         [
@@ -149,12 +149,12 @@ fn missing_and_wrong_keys_end_the_request_with_401() {
     let instance = kong.start_instance(PLUGIN, kong_config(false)).unwrap();
 
     let missing = access(&kong, instance, &[("host", "api.test")], &[]);
-    assert_eq!(missing.end, EventEnd::Exit, "{missing:?}");
+    assert_eq!(missing.end.status(), Some(401), "{missing:?}");
     assert_eq!(missing.calls.len(), 5, "{missing:?}");
     assert_eq!(missing.calls[4], rejection("No API key found in request"));
 
     let wrong = access(&kong, instance, &[("apikey", "alice-kez")], &[]);
-    assert_eq!(wrong.end, EventEnd::Exit, "{wrong:?}");
+    assert_eq!(wrong.end.status(), Some(401), "{wrong:?}");
     assert_eq!(
         wrong.calls,
         [

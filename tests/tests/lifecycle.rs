@@ -20,7 +20,7 @@ fn describe(kong: &Kong, instance: u64) -> HashMap<String, String> {
         }
         None
     });
-    assert_eq!(run.end, EventEnd::Ret, "{run:?}");
+    assert_eq!(run.end, EventEnd::Returned, "{run:?}");
     described
         .expect("the probe reports its instance")
         .split(' ')
@@ -117,7 +117,10 @@ fn instance_ids_are_never_reused_across_a_restart() {
     let kong = second.kong();
     // Kong would still hold `before`: the new daemon does not know it, so Kong restarts it.
     let run = kong.run_event(before, "access", |_| None);
-    assert!(matches!(&run.end, EventEnd::Error(e) if e.contains("no plugin instance")));
+    assert!(
+        matches!(&run.end, EventEnd::ErrorReply(e) if e.contains("no plugin instance")),
+        "{run:?}"
+    );
     let after = kong.start_instance("rust-hello", json!({})).unwrap();
     assert!(after > before, "{after} must be above {before}");
     assert_ne!(
@@ -141,7 +144,10 @@ fn idle_instances_expire_and_busy_ones_stay() {
         .start_instance("rust-hello", json!({"message": "busy"}))
         .unwrap();
     for _ in 0..12 {
-        assert_eq!(kong.run_event(busy, "access", |_| None).end, EventEnd::Ret);
+        assert_eq!(
+            kong.run_event(busy, "access", |_| None).end,
+            EventEnd::Returned
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let err = kong

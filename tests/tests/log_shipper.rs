@@ -57,7 +57,7 @@ fn log_event(kong: &Kong, instance: u64, uri: &str) {
         "kong.log.serialize" => Some(Value::from(record.to_string())),
         other => panic!("unexpected call {other}"),
     });
-    assert_eq!(run.end, EventEnd::Ret, "{run:?}");
+    assert_eq!(run.end, EventEnd::Returned, "{run:?}");
     assert_eq!(run.calls.len(), 1, "the handler only serializes and queues");
 }
 

@@ -889,7 +889,7 @@ fn every_pdk_function_sends_kongs_method_and_args_and_decodes_kongs_answer() {
         );
         want.answer.clone()
     });
-    assert_eq!(run.end, EventEnd::Exit, "{run:?}");
+    assert!(matches!(run.end, EventEnd::Ended { .. }), "{run:?}");
     assert_eq!(run.calls.len(), expected.len() + 2, "{:#?}", run.calls);
 
     let report = &run.calls[expected.len()];
@@ -933,7 +933,7 @@ fn all_six_phases_reach_their_handler() {
         "log",
     ] {
         let run = kong.run_event(id, phase, |_| None);
-        assert_eq!(run.end, EventEnd::Ret, "{phase}: {run:?}");
+        assert_eq!(run.end, EventEnd::Returned, "{phase}: {run:?}");
         assert_eq!(run.calls.len(), 1, "{phase}");
         assert_eq!(run.calls[0].method, "kong.log.notice");
         assert_eq!(run.calls[0].args, [s(phase)], "{phase} ran another handler");
@@ -978,23 +978,32 @@ fn a_nil_answer_for_a_required_value_fails_the_handler_clearly() {
     let (_scratch, daemon, id) = start("no_value");
     let kong = daemon.kong();
     let run = kong.run_event(id, "access", |_| None);
-    let EventEnd::Error(reason) = &run.end else {
-        panic!("expected a handler error: {run:?}")
-    };
+    assert_eq!(
+        run.end.status(),
+        Some(500),
+        "expected the request ended: {run:?}"
+    );
+    let stderr = daemon.stderr();
     assert!(
-        reason.contains("kong.request.get_path returned no value"),
-        "{reason}"
+        stderr.contains("kong.request.get_path returned no value"),
+        "{stderr}"
     );
     // The daemon carries on.
     let run = kong.run_event(id, "log", |_| None);
-    assert_eq!(run.end, EventEnd::Ret);
+    assert_eq!(run.end, EventEnd::Returned);
 }
 
 #[test]
 fn response_error_ends_the_event() {
     let (_scratch, daemon, id) = start("error");
     let run = daemon.kong().run_event(id, "access", |_| None);
-    assert_eq!(run.end, EventEnd::Exit);
+    assert_eq!(
+        run.end,
+        EventEnd::Ended {
+            method: "kong.response.error".into(),
+            status: 503
+        }
+    );
     assert_eq!(run.calls.len(), 1);
     assert_eq!(run.calls[0].method, "kong.response.error");
     assert_eq!(run.calls[0].args, [Value::from(503), s("down")]);

@@ -30,7 +30,10 @@ fn files_that_are_not_compatible_plugins_are_skipped_and_named() {
     // The good plugin is served.
     let kong = daemon.kong();
     let id = kong.start_instance("rust-hello", json!({})).unwrap();
-    assert_eq!(kong.run_event(id, "access", |_| None).end, EventEnd::Ret);
+    assert_eq!(
+        kong.run_event(id, "access", |_| None).end,
+        EventEnd::Returned
+    );
 }
 
 #[test]
@@ -56,12 +59,13 @@ fn exit_ends_the_event_without_a_step() {
         .start_instance("e2e-probe", json!({"mode": "exit"}))
         .unwrap();
     let run = kong.run_event(id, "access", |_| None);
-    assert_eq!(run.end, EventEnd::Exit);
+    assert_eq!(run.end.status(), Some(403), "{run:?}");
     let exit = run.calls.last().unwrap();
     assert_eq!(exit.method, "kong.response.exit");
     assert_eq!(exit.args, [Value::from(403), Value::from("denied")]);
-    // The daemon has dropped the event: a late Step is refused.
-    let err = kong
+    // The daemon has dropped the event: a late Step ends the request rather than being
+    // answered with an error Kong would ignore (never Kong's restart phrase either).
+    let late = kong
         .call(
             "plugin.Step",
             kong_rust_pluginserver_e2e::msgpack::map([(
@@ -69,8 +73,14 @@ fn exit_ends_the_event_without_a_step() {
                 Value::from(run.event_id.unwrap()),
             )]),
         )
-        .unwrap_err();
-    assert!(err.to_string().contains("no running event"), "{err}");
+        .unwrap();
+    let data = kong_rust_pluginserver_e2e::msgpack::get(&late, "Data").unwrap();
+    assert_eq!(
+        kong_rust_pluginserver_e2e::msgpack::get(data, "Method").and_then(Value::as_str),
+        Some("kong.response.error"),
+        "{late}"
+    );
+    assert!(daemon.stderr().contains("reason=\"unknown_event\""));
 }
 
 #[test]
@@ -85,26 +95,31 @@ fn a_panicking_handler_fails_its_event_only() {
         .unwrap();
     for _ in 0..3 {
         let run = kong.run_event(panicking, "access", |_| Some(Value::from("x")));
-        let EventEnd::Error(err) = &run.end else {
-            panic!("{run:?}")
-        };
-        assert!(
-            err.contains("e2e-probe access handler failed: panicked: probe handler panic"),
-            "{err}"
+        // Failing closed: the daemon ends the request in the plugin's place.
+        assert_eq!(
+            run.end,
+            EventEnd::Ended {
+                method: "kong.response.error".into(),
+                status: 500
+            }
         );
-        assert!(!err.contains("no plugin instance"), "{err}");
         // The same instance and other instances keep working.
         let run = kong.run_event(echo, "access", |_| Some(Value::from("v")));
-        assert_eq!(run.end, EventEnd::Ret);
+        assert_eq!(run.end, EventEnd::Returned);
         assert_eq!(run.calls[1].args, [Value::from("x-echo"), Value::from("v")]);
     }
     let other = Kong::new(scratch.socket("rust-hello"));
     let hello = other.start_instance("rust-hello", json!({})).unwrap();
     assert_eq!(
         other.run_event(hello, "access", |_| None).end,
-        EventEnd::Ret
+        EventEnd::Returned
     );
-    assert!(daemon.stderr().contains("probe handler panic"));
+    let stderr = daemon.stderr();
+    assert!(
+        stderr.contains("panicked: probe handler panic; ending the request with 500"),
+        "{stderr}"
+    );
+    assert_eq!(kong.status()["e2e-probe.Panics"], 3);
 }
 
 #[test]
@@ -116,11 +131,14 @@ fn a_failing_handler_reports_its_error() {
         .unwrap();
     let run = kong.run_event(id, "access", |_| None);
     let event = run.event_id.expect("the handler made one PDK call first");
-    assert_eq!(
-        run.end,
-        EventEnd::Error(format!(
-            "plugin e2e-probe access handler failed: probe failure (instance {id}, event {event})"
-        ))
+    assert_eq!(run.end.status(), Some(500), "{run:?}");
+    assert!(!run.end.proxied());
+    let stderr = daemon.stderr();
+    assert!(
+        stderr.contains(&format!(
+            "probe failure; ending the request with 500 (kong.response.error) plugin=e2e-probe phase=access instance={id} event={event} reason=\"error\""
+        )),
+        "{stderr}"
     );
 }
 
@@ -158,7 +176,10 @@ fn bad_configs_are_refused_with_the_field_and_the_daemon_keeps_serving() {
     let id = kong
         .start_instance("e2e-probe", json!({"mode": "echo"}))
         .unwrap();
-    assert_eq!(kong.run_event(id, "access", |_| None).end, EventEnd::Ret);
+    assert_eq!(
+        kong.run_event(id, "access", |_| None).end,
+        EventEnd::Returned
+    );
 }
 
 #[test]
@@ -168,15 +189,21 @@ fn events_for_phases_the_plugin_does_not_implement_are_refused() {
     let id = kong
         .start_instance("e2e-probe", json!({"mode": "echo"}))
         .unwrap();
-    for phase in ["log", "header_filter"] {
-        let run = kong.run_event(id, phase, |_| None);
-        let EventEnd::Error(err) = &run.end else {
-            panic!("{run:?}")
-        };
-        assert!(
-            err.contains(&format!("has no handler for event \"{phase}\"")),
-            "{err}"
-        );
-        assert!(!err.contains("no plugin instance"));
-    }
+    // A phase the plugin lacks (its dump told Kong otherwise, e.g. after an upgrade) fails
+    // closed where a request can end, and is reported finished where it cannot.
+    let run = kong.run_event(id, "rewrite", |_| None);
+    assert_eq!(run.end.status(), Some(500), "{run:?}");
+    let run = kong.run_event(id, "log", |_| None);
+    assert_eq!(run.end, EventEnd::Returned, "{run:?}");
+    // Not a phase at all: no request phase to end, so an error (Kong never sends one).
+    let run = kong.run_event(id, "header_filter", |_| None);
+    let EventEnd::ErrorReply(err) = &run.end else {
+        panic!("{run:?}")
+    };
+    assert!(
+        err.contains("has no handler for event \"header_filter\""),
+        "{err}"
+    );
+    assert!(!err.contains("no plugin instance"));
+    assert!(daemon.stderr().contains("reason=\"no_handler\""));
 }

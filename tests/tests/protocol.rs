@@ -15,14 +15,23 @@ use rmpv::Value;
 use serde_json::json;
 
 #[test]
-fn every_connection_starts_with_the_server_pid_notification() {
+fn every_connection_announces_the_server_pid_before_its_first_response() {
     let scratch = Scratch::with_plugins(&["rust-hello"]);
     let daemon = scratch.start(&["rust-hello"]);
+    let status = |msgid: u64| {
+        msgpack::encode(&Value::Array(vec![
+            Value::from(0),
+            Value::from(msgid),
+            Value::from("plugin.GetStatus"),
+            Value::Array(vec![Value::Nil]),
+        ]))
+    };
     for _ in 0..3 {
         let mut stream = UnixStream::connect(scratch.socket("rust-hello")).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
+        stream.write_all(&status(1)).unwrap();
         let first = read_value(&mut stream).unwrap();
         assert_eq!(
             first,
@@ -31,6 +40,18 @@ fn every_connection_starts_with_the_server_pid_notification() {
                 Value::from("serverPid"),
                 Value::from(daemon.pid()),
             ])
+        );
+        let response = read_value(&mut stream).unwrap();
+        assert_eq!(
+            response.as_array().unwrap()[..2],
+            [Value::from(1), Value::from(1)]
+        );
+        // Once per connection.
+        stream.write_all(&status(2)).unwrap();
+        let response = read_value(&mut stream).unwrap();
+        assert_eq!(
+            response.as_array().unwrap()[..2],
+            [Value::from(1), Value::from(2)]
         );
     }
 }
@@ -41,7 +62,7 @@ fn unknown_instances_get_kongs_no_plugin_instance_error() {
     let daemon = scratch.start(&["rust-hello"]);
     let kong = daemon.kong();
     let run = kong.run_event(424242, "access", |_| None);
-    let EventEnd::Error(err) = run.end else {
+    let EventEnd::ErrorReply(err) = run.end else {
         panic!("{run:?}")
     };
     assert!(err.contains("no plugin instance"), "{err}");
@@ -55,21 +76,57 @@ fn unknown_instances_get_kongs_no_plugin_instance_error() {
 }
 
 #[test]
-fn steps_for_unknown_events_fail_without_triggering_kongs_instance_restart() {
+fn steps_for_unknown_events_end_their_requests_by_phase() {
     let scratch = Scratch::with_plugins(&["rust-hello"]);
     let daemon = scratch.start(&["rust-hello"]);
     let kong = daemon.kong();
-    let err = kong
-        .call(
+    // An event id carries its phase in its low three bits (access = 2, response = 3,
+    // preread = 4, log = 5), so a daemon that never saw the event (it was freed, or ran
+    // in a daemon that is gone) still ends its request the right way: never an error
+    // reply, which Kong would log before proxying the request past the plugin.
+    let step = |event: u64| {
+        kong.call(
             "plugin.Step",
-            map([("EventId", Value::from(99)), ("Data", Value::from("x"))]),
+            map([("EventId", Value::from(event)), ("Data", Value::from("x"))]),
         )
-        .unwrap_err();
-    let RpcError::Remote(err) = err else {
-        panic!("{err}")
+        .unwrap()
     };
-    assert!(err.contains("no running event 99"), "{err}");
-    assert!(!err.to_lowercase().contains("no plugin instance"), "{err}");
+    let call = |reply: &Value| {
+        let data = get(reply, "Data").unwrap();
+        (
+            get(data, "Method")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            get(data, "Args").cloned(),
+        )
+    };
+    for (event, method, status) in [
+        (8 * 12 + 2, "kong.response.error", 503),
+        (8 * 12 + 3, "kong.response.error", 503),
+        (8 * 12 + 4, "kong.response.exit", 503),
+    ] {
+        let reply = step(event);
+        assert_eq!(get(&reply, "EventId"), Some(&Value::from(event)));
+        assert_eq!(
+            call(&reply),
+            (
+                Some(method.to_owned()),
+                Some(Value::Array(vec![Value::from(status)]))
+            ),
+            "{reply}"
+        );
+    }
+    // Log and certificate cannot end a request: reported finished.
+    for event in [8 * 12 + 5, 8 * 12] {
+        let reply = step(event);
+        assert_eq!(get(&reply, "Data"), Some(&Value::from("ret")), "{reply}");
+    }
+    let stderr = daemon.stderr();
+    assert!(stderr.contains("reason=\"unknown_event\""), "{stderr}");
+    assert!(
+        !stderr.to_lowercase().contains("no plugin instance"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -184,7 +241,6 @@ fn garbage_on_one_connection_does_not_disturb_the_others() {
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        read_value(&mut stream).unwrap(); // serverPid
         stream.write_all(garbage).unwrap();
         let mut rest = Vec::new();
         // The daemon answers nothing it cannot attribute to a request and closes.
@@ -199,7 +255,6 @@ fn garbage_on_one_connection_does_not_disturb_the_others() {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    read_value(&mut stream).unwrap();
     stream
         .write_all(&msgpack::encode(&Value::Array(vec![
             Value::from(0),
@@ -208,6 +263,7 @@ fn garbage_on_one_connection_does_not_disturb_the_others() {
             Value::Array(vec![]),
         ])))
         .unwrap();
+    read_value(&mut stream).unwrap(); // serverPid
     let reply = read_value(&mut stream).unwrap();
     assert_eq!(reply.as_array().unwrap()[1], Value::from(77));
     assert!(
@@ -232,7 +288,7 @@ fn garbage_on_one_connection_does_not_disturb_the_others() {
         .unwrap();
     assert_eq!(get(&last, "Data"), Some(&Value::from("ret")));
     let run = Kong::new(scratch.socket("rust-hello")).run_event(instance, "access", |_| None);
-    assert_eq!(run.end, EventEnd::Ret);
+    assert_eq!(run.end, EventEnd::Returned);
     assert!(daemon.is_running());
     assert!(
         daemon.stderr().contains("closing connection"),
@@ -307,7 +363,7 @@ fn errors_never_echo_kongs_restart_phrase_for_a_running_instance() {
     let kong = daemon.kong();
     let instance = kong.start_instance("rust-hello", json!({})).unwrap();
     let run = kong.run_event(instance, "No Plugin Instance", |_| None);
-    let EventEnd::Error(err) = &run.end else {
+    let EventEnd::ErrorReply(err) = &run.end else {
         panic!("{run:?}")
     };
     assert!(err.contains("has no handler"), "{err}");

@@ -79,8 +79,8 @@ fn request(kong: &Kong, instance: u64, ip: &str, consumer: Option<&str>) -> Outc
         }
     });
     match run.end {
-        EventEnd::Ret => {}
-        EventEnd::Exit => {
+        EventEnd::Returned => {}
+        EventEnd::Ended { .. } => {
             let exit = run.calls.last().unwrap();
             outcome.status = exit.args[0].as_u64().unwrap() as u16;
             outcome.body = exit.args.get(1).cloned();
@@ -88,7 +88,7 @@ fn request(kong: &Kong, instance: u64, ip: &str, consumer: Option<&str>) -> Outc
                 outcome.headers = headers_of(headers);
             }
         }
-        EventEnd::Error(e) => panic!("the event failed: {e}"),
+        other => panic!("the event failed: {other:?}"),
     }
     outcome
 }

@@ -51,7 +51,7 @@ fn transforms_headers_query_and_path_with_the_exact_calls() {
         ("x-user", Value::Array(vec![s("alice"), s("bob")])),
     ]);
     let run = kong.run_event(instance, "access", |c| answer(&headers, c));
-    assert_eq!(run.end, EventEnd::Ret, "{run:?}");
+    assert_eq!(run.end, EventEnd::Returned, "{run:?}");
     assert_eq!(
         run.calls,
         [
@@ -95,7 +95,7 @@ fn a_request_the_rules_do_not_match_is_only_read() {
         "kong.request.get_path" => Some(s("/health")),
         other => panic!("{PLUGIN} changed the request: {other}"),
     });
-    assert_eq!(run.end, EventEnd::Ret, "{run:?}");
+    assert_eq!(run.end, EventEnd::Returned, "{run:?}");
     assert_eq!(
         run.calls,
         [

@@ -51,7 +51,7 @@ fn replaces_a_json_body_through_exit_keeping_the_status() {
     let body =
         r#"{"user":"ann","password":"hunter2","items":[{"card":"4111","sku":"a"},{"sku":"b"}]}"#;
     let run = response(&kong, instance, "application/json", body);
-    assert_eq!(run.end, EventEnd::Exit, "{run:?}");
+    assert_eq!(run.end.status(), Some(201), "{run:?}");
     let redacted =
         r#"{"user":"ann","password":"***","items":[{"card":"***","sku":"a"},{"sku":"b"}]}"#;
     assert_eq!(
@@ -84,11 +84,11 @@ fn leaves_other_responses_to_kong() {
     let instance = kong.start_instance(PLUGIN, kong_config()).unwrap();
 
     let html = response(&kong, instance, "text/html", "<p>password</p>");
-    assert_eq!(html.end, EventEnd::Ret, "{html:?}");
+    assert_eq!(html.end, EventEnd::Returned, "{html:?}");
     assert_eq!(html.calls.len(), 1, "{html:?}");
 
     let clean = response(&kong, instance, "application/json", r#"{"items":[]}"#);
-    assert_eq!(clean.end, EventEnd::Ret, "{clean:?}");
+    assert_eq!(clean.end, EventEnd::Returned, "{clean:?}");
     assert_eq!(
         clean.calls.last().unwrap(),
         &PdkCall::new("kong.service.response.get_raw_body", vec![])

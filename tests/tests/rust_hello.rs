@@ -40,7 +40,7 @@ fn hello_event(kong: &Kong, instance: u64, host: &str) -> HashMap<String, String
     let run = kong.run_event(instance, "access", |call| {
         answer_as_kong(host, &mut headers, call)
     });
-    assert_eq!(run.end, EventEnd::Ret, "{run:?}");
+    assert_eq!(run.end, EventEnd::Returned, "{run:?}");
     assert_eq!(
         run.calls
             .iter()

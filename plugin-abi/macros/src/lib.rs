@@ -99,13 +99,13 @@ fn expand(block: &mut ItemImpl) -> syn::Result<proc_macro2::TokenStream> {
                 -> ::kong_rust_pdk::__private::RootModuleResult
             {
                 ::kong_rust_pdk::__private::__call_root_module_loader(
-                    ::kong_rust_pdk::ffi::module_for::<#self_ty>,
+                    ::kong_rust_pdk::__private::module_for::<#self_ty>,
                 )
             }
             // SAFETY: the constructor returns the root module type named here.
             unsafe {
                 ::kong_rust_pdk::__private::LibHeader::from_constructor::<
-                    ::kong_rust_pdk::ffi::PluginModuleRef,
+                    ::kong_rust_pdk::__private::PluginModuleRef,
                 >(
                     __kong_rust_pdk_root_module,
                     ::kong_rust_pdk::__private::CheckTypeLayout::Yes,

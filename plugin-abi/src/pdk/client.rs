@@ -1,7 +1,7 @@
 //! `kong.client` and `kong.client.tls`: who is calling.
 //!
 //! ```
-//! # use kong_rust_pdk::{prelude::*, testkit::TestRequest, types::Consumer};
+//! # use {kong_rust_pdk::{prelude::*, types::Consumer}, kong_rust_pdk_testkit::TestRequest};
 //! async fn access(kong: &Kong) -> PdkResult<()> {
 //!     let ip = kong.client().get_forwarded_ip().await?;
 //!     match kong.client().get_consumer().await? {

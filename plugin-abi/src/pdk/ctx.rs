@@ -3,7 +3,7 @@
 //! Values are dynamic ([`Value`]); the typed helpers decode them for you.
 //!
 //! ```
-//! # use kong_rust_pdk::{prelude::*, testkit::TestRequest};
+//! # use {kong_rust_pdk::prelude::*, kong_rust_pdk_testkit::TestRequest};
 //! async fn access(kong: &Kong) -> PdkResult<()> {
 //!     let hits = kong.ctx().shared().get_as::<i64>("hits").await?.unwrap_or(0);
 //!     kong.ctx().shared().set("hits", hits + 1).await?;

@@ -1,7 +1,7 @@
 //! `kong.ip`: trusted-address checks.
 //!
 //! ```
-//! # use kong_rust_pdk::{prelude::*, testkit::TestRequest};
+//! # use {kong_rust_pdk::prelude::*, kong_rust_pdk_testkit::TestRequest};
 //! async fn access(kong: &Kong) -> PdkResult<()> {
 //!     let peer = kong.client().get_ip().await?;
 //!     if !kong.ip().is_trusted(&peer).await? {

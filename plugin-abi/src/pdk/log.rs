@@ -1,7 +1,7 @@
 //! `kong.log`: write to Kong's error log, and the serialized request of the log phase.
 //!
 //! ```
-//! # use kong_rust_pdk::{prelude::*, testkit::{Simulation, TestRequest}};
+//! # use {kong_rust_pdk::prelude::*, kong_rust_pdk_testkit::{Simulation, TestRequest}};
 //! async fn access(kong: &Kong) -> PdkResult<()> {
 //!     kong.log().set_serialize_value("rust.seen", true, None).await
 //! }

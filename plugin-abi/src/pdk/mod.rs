@@ -10,7 +10,7 @@
 //! failed on Kong's side, or the value is absent); a non-`Option` result that Kong answers
 //! with nil is a [`PdkError::NoValue`](crate::PdkError::NoValue) naming the function.
 //!
-//! Each group's example runs against the simulated Kong of the `testkit` feature
+//! Each group's example runs against the simulated Kong of `kong-rust-pdk-testkit`
 //! (`TestRequest::run_handler`), so it doubles as a test.
 
 mod client;
@@ -41,9 +41,7 @@ pub use router::Router;
 pub use service::{Service, ServiceRequest, ServiceResponse};
 pub use vault::{Vault, VaultReference};
 
-use crate::{
-    error::PdkResult, exchange::Exchange, ffi::Phase, instance::InstanceInfo, value::Value,
-};
+use crate::{InstanceInfo, Phase, error::PdkResult, exchange::Exchange, value::Value};
 
 /// Arguments of a call that takes none: an empty MessagePack array.
 pub(crate) const NO_ARGS: [(); 0] = [];
@@ -51,7 +49,7 @@ pub(crate) const NO_ARGS: [(); 0] = [];
 /// The handle a phase handler uses to talk to Kong for the current request.
 ///
 /// ```
-/// # use kong_rust_pdk::{prelude::*, testkit::TestRequest};
+/// # use {kong_rust_pdk::prelude::*, kong_rust_pdk_testkit::TestRequest};
 /// async fn access(kong: &Kong) -> PdkResult<()> {
 ///     let host = kong.request().get_header("host").await?.unwrap_or_default();
 ///     kong.service().request().set_header("x-original-host", &host).await?;

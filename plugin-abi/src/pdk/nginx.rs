@@ -1,7 +1,7 @@
 //! `kong.nginx`: nginx variables, `ngx.ctx` and the subsystem.
 //!
 //! ```
-//! # use kong_rust_pdk::{prelude::*, testkit::TestRequest};
+//! # use {kong_rust_pdk::prelude::*, kong_rust_pdk_testkit::TestRequest};
 //! async fn access(kong: &Kong) -> PdkResult<()> {
 //!     let id = kong.nginx().get_var("request_id").await?.unwrap_or_default();
 //!     kong.nginx().set_ctx("rust_request_id", id.as_str()).await?;

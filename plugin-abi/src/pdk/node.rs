@@ -1,7 +1,7 @@
 //! `kong.node`, `kong.cluster` and `kong.plugin`: where the plugin runs.
 //!
 //! ```
-//! # use kong_rust_pdk::{prelude::*, testkit::{self, TestRequest}};
+//! # use {kong_rust_pdk::prelude::*, kong_rust_pdk_testkit::{self as testkit, TestRequest}};
 //! async fn access(kong: &Kong) -> PdkResult<()> {
 //!     let node = kong.node().get_id().await?;
 //!     let plugin = kong.plugin().get_id().await?;

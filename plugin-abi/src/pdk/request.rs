@@ -4,7 +4,7 @@
 //! only the headers are reliable (Kong answers them from data saved for the log timer).
 //!
 //! ```
-//! # use kong_rust_pdk::{prelude::*, testkit::TestRequest};
+//! # use {kong_rust_pdk::prelude::*, kong_rust_pdk_testkit::TestRequest};
 //! async fn access(kong: &Kong) -> PdkResult<()> {
 //!     let req = kong.request();
 //!     let method = req.get_method().await?;

@@ -7,7 +7,7 @@
 //! [`PdkError::AfterExit`](crate::PdkError::AfterExit).
 //!
 //! ```
-//! # use kong_rust_pdk::{prelude::*, testkit::TestRequest, types::{Body, Multimap}};
+//! # use {kong_rust_pdk::{prelude::*, types::{Body, Multimap}}, kong_rust_pdk_testkit::TestRequest};
 //! async fn access(kong: &Kong) -> PdkResult<()> {
 //!     if kong.request().get_header("x-token").await?.is_none() {
 //!         let headers = Multimap::new().with("www-authenticate", "Token");

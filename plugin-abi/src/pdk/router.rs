@@ -1,7 +1,7 @@
 //! `kong.router`: the route and service the request matched.
 //!
 //! ```
-//! # use kong_rust_pdk::{prelude::*, testkit::TestRequest, types::Route};
+//! # use {kong_rust_pdk::{prelude::*, types::Route}, kong_rust_pdk_testkit::TestRequest};
 //! async fn access(kong: &Kong) -> PdkResult<()> {
 //!     if let Some(route) = kong.router().get_route().await? {
 //!         let name = route.name.unwrap_or(route.id);

@@ -1,7 +1,7 @@
 //! `kong.service`, `kong.service.request` and `kong.service.response`: the upstream.
 //!
 //! ```
-//! # use kong_rust_pdk::{prelude::*, testkit::{Simulation, TestRequest, UpstreamResponse}};
+//! # use {kong_rust_pdk::prelude::*, kong_rust_pdk_testkit::{Simulation, TestRequest, UpstreamResponse}};
 //! async fn access(kong: &Kong) -> PdkResult<()> {
 //!     let upstream = kong.service().request();
 //!     upstream.set_header("x-forwarded-by", "rust").await?;

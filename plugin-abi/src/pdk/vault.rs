@@ -1,7 +1,7 @@
 //! `kong.vault`: resolve secret references such as `{vault://env/my-secret}`.
 //!
 //! ```
-//! # use kong_rust_pdk::{prelude::*, testkit::TestRequest};
+//! # use {kong_rust_pdk::prelude::*, kong_rust_pdk_testkit::TestRequest};
 //! async fn access(kong: &Kong) -> PdkResult<()> {
 //!     let reference = "{vault://env/api-key}";
 //!     if kong.vault().is_reference(reference).await? {

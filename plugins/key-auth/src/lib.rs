@@ -266,7 +266,7 @@ impl Plugin for KeyAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kong_rust_pdk::testkit::{Simulation, TestRequest, instance};
+    use kong_rust_pdk_testkit::{Simulation, TestRequest, instance};
     use serde_json::json;
 
     const ALICE: &str = "8f0b5b8e-0000-4000-8000-0000000000a1";

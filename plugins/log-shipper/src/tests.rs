@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use kong_rust_pdk::testkit::{Simulation, TestRequest, instance};
+use kong_rust_pdk_testkit::{Simulation, TestRequest, instance};
 use serde_json::{Value as Json, json};
 
 use super::*;

@@ -6,10 +6,8 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
-use kong_rust_pdk::{
-    testkit::{Simulation, TestRequest, instance},
-    types::Consumer,
-};
+use kong_rust_pdk::types::Consumer;
+use kong_rust_pdk_testkit::{Simulation, TestRequest, instance};
 use serde_json::json;
 
 use super::*;

@@ -307,7 +307,7 @@ impl Plugin for RequestTransformer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kong_rust_pdk::testkit::{Simulation, TestRequest, instance};
+    use kong_rust_pdk_testkit::{Simulation, TestRequest, instance};
     use serde_json::json;
 
     fn plugin(config: serde_json::Value) -> std::sync::Arc<RequestTransformer> {

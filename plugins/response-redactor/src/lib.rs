@@ -249,7 +249,7 @@ impl Plugin for ResponseRedactor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kong_rust_pdk::testkit::{Simulation, TestRequest, UpstreamResponse, instance};
+    use kong_rust_pdk_testkit::{Simulation, TestRequest, UpstreamResponse, instance};
     use serde_json::json;
 
     fn plugin(config: Json) -> std::sync::Arc<ResponseRedactor> {

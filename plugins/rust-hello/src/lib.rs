@@ -47,7 +47,7 @@ impl Plugin for RustHello {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kong_rust_pdk::testkit::{Simulation, TestRequest, instance};
+    use kong_rust_pdk_testkit::{Simulation, TestRequest, instance};
     use serde_json::json;
 
     #[test]

@@ -1,10 +1,10 @@
-//! A root module named like kong-rust-pdk's, with a different layout: the daemon must refuse
-//! it with a clear error instead of calling into it.
+//! A root module named like the real one and claiming the daemon's ABI version, with a
+//! different layout: the daemon must refuse it with a clear error instead of calling into
+//! it (abi_stable compares the layouts).
 
 use abi_stable::{
     StableAbi, declare_root_module_statics, export_root_module, library::RootModule,
-    package_version_strings, prefix_type::PrefixTypeTrait, sabi_types::VersionStrings,
-    std_types::RString,
+    prefix_type::PrefixTypeTrait, sabi_types::VersionStrings, std_types::RString,
 };
 
 /// Same names as the real root module, other fields.
@@ -22,7 +22,7 @@ impl RootModule for PluginModuleRef {
     declare_root_module_statics! {PluginModuleRef}
     const BASE_NAME: &'static str = "kong_rust_plugin";
     const NAME: &'static str = "kong_rust_plugin";
-    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+    const VERSION_STRINGS: VersionStrings = VersionStrings::new(kong_rust_plugin_abi::ABI_VERSION);
 }
 
 extern "C" fn info() -> RString {

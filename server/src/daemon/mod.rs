@@ -1,0 +1,222 @@
+//! The daemon's state, and the operations Kong's RPCs apply to it.
+//!
+//! Kong sends the steps of one event on whatever pooled connection it picks, from any nginx
+//! worker, so nothing here belongs to a connection: plugins, instances and in-flight events
+//! are daemon-wide, keyed by id, and every operation names the [`Scope`] (the plugins of the
+//! socket the request came on) it may touch. The tables are private: connections, tools and
+//! tests go through the operations.
+//!
+//! - [`plugins`](PluginEntry): loaded libraries, their constructed configurations, counters;
+//! - `instances`: `StartInstance`, `CloseInstance`, `InstanceStatus`, idle expiry;
+//! - `events`: `HandleEvent`, `Step`, failing closed, eviction and reaping;
+//! - `status`: what `GetStatus`, `status` and the metrics report.
+
+mod events;
+mod ids;
+mod instance_config;
+mod instances;
+mod live;
+mod plugins;
+mod status;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use dashmap::DashMap;
+use rustc_hash::FxBuildHasher;
+use sync_wrapper::SyncWrapper;
+
+pub use events::{EventReply, FailureReason, NotAPhase, StartEventError, UnknownInstance};
+pub use ids::EventIds;
+pub use instance_config::BOOKKEEPING_KEYS;
+pub use instances::{InstanceStatus, StartError};
+pub use plugins::{PluginEntry, PluginSlot, Scope};
+pub use status::{DaemonStatus, PluginStatus};
+
+use crate::{loader::LoadedPlugin, metrics::Metrics, settings::Limits};
+use events::Event;
+use ids::InstanceIds;
+use instances::Instance;
+use live::LiveEvents;
+
+/// Everything the connections share.
+pub struct Daemon {
+    plugins: RwLock<Plugins>,
+    /// Running instances by id. Ids are the daemon's own, so a fast non-keyed hash is fine
+    /// (SipHash showed up in the per-event profile).
+    instances: DashMap<u64, Arc<Instance>, FxBuildHasher>,
+    /// In-flight events by id, while they wait for Kong. A plugin's coroutine is `Send` but
+    /// not `Sync`; the wrapper makes the table shareable by allowing only owned access.
+    events: DashMap<u64, SyncWrapper<Event>, FxBuildHasher>,
+    /// Events alive anywhere: in the table or being run by a connection.
+    live: Arc<LiveEvents>,
+    instance_ids: InstanceIds,
+    event_ids: EventIds,
+    pid: u32,
+    /// The zero of instances' `last_used`.
+    epoch: Instant,
+    limits: Limits,
+    metrics: Metrics,
+    /// Set at SIGTERM: the daemon finishes what it has and hands the rest to its successor.
+    shutting_down: AtomicBool,
+}
+
+/// Plugins by name, and the slot each name has had (kept across reloads).
+#[derive(Default)]
+struct Plugins {
+    by_name: HashMap<String, Arc<PluginEntry>>,
+    slots: HashMap<String, PluginSlot>,
+}
+
+impl Daemon {
+    /// A daemon serving `plugins`.
+    pub fn new(plugins: impl IntoIterator<Item = LoadedPlugin>, limits: Limits) -> Daemon {
+        let daemon = Daemon {
+            plugins: RwLock::new(Plugins::default()),
+            instances: DashMap::with_hasher(FxBuildHasher),
+            events: DashMap::with_hasher(FxBuildHasher),
+            live: Arc::new(LiveEvents::default()),
+            instance_ids: InstanceIds::from_clock(),
+            event_ids: EventIds::from_clock(),
+            pid: std::process::id(),
+            epoch: Instant::now(),
+            limits,
+            metrics: Metrics::new(),
+            shutting_down: AtomicBool::new(false),
+        };
+        for plugin in plugins {
+            daemon.install(plugin);
+        }
+        daemon
+    }
+
+    /// The process id announced to Kong on every connection.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The metric families.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Marks the daemon as shutting down (SIGTERM).
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether SIGTERM arrived: connections then keep only the work of this daemon's own
+    /// events and hand everything else to the successor.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// Events alive now (waiting for Kong, or running).
+    pub fn live_events(&self) -> usize {
+        self.live.get()
+    }
+
+    /// Waits until no event is alive, or until `deadline`; returns how many are left.
+    pub fn wait_for_events(&self, deadline: Instant) -> usize {
+        self.live.wait_idle(deadline)
+    }
+
+    fn read_plugins(&self) -> std::sync::RwLockReadGuard<'_, Plugins> {
+        self.plugins.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The plugin called `name`.
+    pub fn plugin(&self, name: &str) -> Option<Arc<PluginEntry>> {
+        self.read_plugins().by_name.get(name).cloned()
+    }
+
+    fn plugin_in_slot(&self, slot: PluginSlot) -> Option<Arc<PluginEntry>> {
+        self.read_plugins()
+            .by_name
+            .values()
+            .find(|p| p.slot() == slot)
+            .cloned()
+    }
+
+    /// Every plugin, sorted by name.
+    pub fn plugins(&self) -> Vec<Arc<PluginEntry>> {
+        let mut plugins: Vec<_> = self.read_plugins().by_name.values().cloned().collect();
+        plugins.sort_by(|a, b| a.name().cmp(b.name()));
+        plugins
+    }
+
+    /// The scope of `name`'s own socket, if it is served.
+    pub fn scope_of(&self, name: &str) -> Option<Scope> {
+        self.plugin(name).map(|p| Scope::One(p.slot()))
+    }
+
+    /// The plugin names `scope` allows, sorted, for error messages.
+    fn served_names(&self, scope: &Scope) -> String {
+        let names: Vec<String> = self
+            .plugins()
+            .iter()
+            .filter(|p| scope.allows(p.slot()))
+            .map(|p| p.name().to_owned())
+            .collect();
+        if names.is_empty() {
+            "(no plugins)".into()
+        } else {
+            names.join(", ")
+        }
+    }
+
+    /// Serves `plugin` from now on, replacing a plugin of the same name; returns the
+    /// replaced entry. Instances of the replaced one are released, so Kong starts them again
+    /// on the new code (their in-flight events finish on the old code).
+    pub fn install(&self, plugin: LoadedPlugin) -> Option<Arc<PluginEntry>> {
+        let name = plugin.manifest.name.clone();
+        let metrics = self.metrics.for_plugin(&plugin.manifest);
+        let replaced = {
+            let mut plugins = self.plugins.write().unwrap_or_else(|e| e.into_inner());
+            let next = PluginSlot(plugins.slots.len() as u32);
+            let slot = *plugins.slots.entry(name.clone()).or_insert(next);
+            let entry = Arc::new(PluginEntry::new(plugin, slot, metrics));
+            plugins.by_name.insert(name, entry)
+        };
+        if let Some(old) = &replaced {
+            self.release_instances_of(old);
+        }
+        replaced
+    }
+
+    /// Milliseconds since the daemon started: a cheap clock for idle tracking.
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+/// Current Unix time in seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// How long the housekeeping waits between rounds for `event_timeout` and `idle`: a quarter
+/// of the shorter, within 100 ms and 30 s.
+pub fn housekeeping_period(event_timeout: Duration, idle: Option<Duration>) -> Duration {
+    [Some(event_timeout), idle]
+        .iter()
+        .flatten()
+        .map(|t| *t / 4)
+        .min()
+        .unwrap_or(Duration::from_secs(30))
+        .clamp(Duration::from_millis(100), Duration::from_secs(30))
+}

@@ -1,0 +1,93 @@
+//! SIGHUP: pick up new plugins and new builds without restarting Kong or the daemon.
+//!
+//! Files whose identity (device, inode, size, modification time) matches a loaded plugin
+//! are skipped. A new plugin gets its socket. A new build of a served plugin replaces it:
+//! its instances are released, so Kong's next event for them gets `no plugin instance` and
+//! Kong starts them again on the new code, while events already running finish on the old
+//! code. A file that fails to load leaves the running version serving. Code is never
+//! unloaded (a library cannot be unloaded safely while anything of it may still run), so
+//! every upgrade keeps the old build's code mapped until the daemon restarts.
+
+use std::{path::Path, sync::Arc};
+
+use crate::{
+    listener::{self, Listener, SocketAccess},
+    loader::{self, FileIdentity, LoadOptions},
+};
+
+/// What a reload did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Plugins served for the first time.
+    pub added: Vec<String>,
+    /// Plugins replaced by a new build.
+    pub upgraded: Vec<String>,
+    /// Files that could not be loaded (the running versions keep serving).
+    pub failed: usize,
+}
+
+/// Rescans `dir` and applies what changed.
+pub fn reload(
+    server: &Arc<Listener>,
+    dir: &Path,
+    prefix: &Path,
+    access: SocketAccess,
+    options: &LoadOptions,
+) -> Reloaded {
+    let mut result = Reloaded::default();
+    let daemon = server.daemon();
+    let files = match loader::plugin_files(dir, options) {
+        Ok(files) => files,
+        Err(err) => {
+            tracing::error!("reload: {err}; keeping every running plugin");
+            result.failed += 1;
+            return result;
+        }
+    };
+    let loaded: Vec<_> = daemon
+        .plugins()
+        .iter()
+        .filter_map(|p| p.loaded().identity)
+        .collect();
+    for path in files {
+        if FileIdentity::of(&path).is_ok_and(|id| loaded.contains(&id)) {
+            continue;
+        }
+        let plugin = match loader::load(&path, options) {
+            Ok(plugin) => plugin,
+            Err(err) => {
+                tracing::error!("reload: {err}; the running version keeps serving");
+                result.failed += 1;
+                continue;
+            }
+        };
+        let name = plugin.manifest.name.clone();
+        let version = plugin.manifest.version.clone();
+        match daemon.install(plugin) {
+            Some(old) => {
+                tracing::info!(
+                    plugin = %name,
+                    "upgraded from {} ({}) to {version} ({}); instances restart on the new build",
+                    old.manifest().version,
+                    old.loaded().path.display(),
+                    path.display()
+                );
+                result.upgraded.push(name.clone());
+            }
+            None => {
+                tracing::info!(plugin = %name, version = %version, "added {}", path.display());
+                result.added.push(name.clone());
+            }
+        }
+        if !server.is_listening(&name) {
+            let scope = daemon.scope_of(&name).expect("installed above");
+            let listened = listener::bind(prefix, &name, scope, access)
+                .map_err(|e| e.to_string())
+                .and_then(|socket| server.listen(socket).map_err(|e| e.to_string()));
+            if let Err(err) = listened {
+                tracing::error!(plugin = %name, "reload: cannot serve the new plugin: {err}");
+            }
+        }
+    }
+    result
+}
