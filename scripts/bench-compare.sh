@@ -27,7 +27,7 @@ bench="${BENCH_DIR:-$root/target/bench-compare}"
 
 bench/compare/setup.sh "$bench" >/dev/null
 echo "== building (release): daemon, rust-hello, loadgen" >&2
-cargo build --release --quiet -p kong-rust-pluginserver -p rust-hello -p kong-pluginserver-loadgen
+cargo build --release --quiet -p kong-rust-pluginserver -p rust-hello -p kong-rust-pluginserver-loadgen
 
 prefix="$bench/prefix"
 results="$bench/results/$(date -u +%Y%m%dT%H%M%SZ)"

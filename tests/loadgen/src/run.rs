@@ -13,7 +13,7 @@ use std::{
 };
 
 use anyhow::{Context, anyhow, bail};
-use kong_pluginserver_loadgen::{
+use kong_rust_pluginserver_loadgen::{
     procfs,
     wire::{self, Answer, Incoming, StepData},
 };
