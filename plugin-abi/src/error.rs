@@ -27,6 +27,15 @@ pub enum PdkError {
         /// What did not match.
         reason: String,
     },
+    /// The daemon did not pass the call to Kong: the Kong version it serves lacks the
+    /// function, or the protocol in use cannot carry it.
+    #[error("{method} is not available: {reason}")]
+    Unavailable {
+        /// The PDK function called.
+        method: Cow<'static, str>,
+        /// Why, as the daemon says it.
+        reason: String,
+    },
     /// The arguments could not be encoded as MessagePack.
     #[error("{method}: cannot encode the arguments: {reason}")]
     Encode {

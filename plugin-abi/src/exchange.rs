@@ -119,10 +119,18 @@ impl Exchange {
             Reply::Nil => NIL,
             Reply::Value => &state.reply_buf[..],
         };
-        let decoded = rmp_serde::from_slice::<R>(bytes);
+        let refusal = kong_rust_plugin_abi::decode_refusal(bytes).map(str::to_owned);
+        let decoded = match refusal {
+            Some(_) => None,
+            None => Some(rmp_serde::from_slice::<R>(bytes)),
+        };
         let nil = state.reply == Reply::Nil;
         let method = state.pending.take().unwrap_or(Cow::Borrowed("PDK call"));
         state.reply = Reply::None;
+        let Some(decoded) = decoded else {
+            let reason = refusal.unwrap_or_default();
+            return Poll::Ready(Err(PdkError::Unavailable { method, reason }));
+        };
         Poll::Ready(decoded.map_err(|e| {
             if nil {
                 PdkError::NoValue { method }
@@ -236,6 +244,23 @@ mod tests {
         ex.take_call(&mut Vec::new()).unwrap();
         let err = ex.submit("kong.log.err".into(), &("late",)).unwrap_err();
         assert!(matches!(err, PdkError::AfterExit { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_refusal_from_the_daemon_fails_the_call_with_its_reason() {
+        let ex = Exchange::default();
+        ex.submit("kong.service.set_retries".into(), &(3,)).unwrap();
+        ex.take_call(&mut Vec::new()).unwrap();
+        ex.answer(Some(&kong_rust_plugin_abi::encode_refusal(
+            "needs Kong 3.8",
+        )));
+        let Poll::Ready(Err(err)) = ex.poll_reply::<Option<String>>() else {
+            panic!("expected an error")
+        };
+        assert_eq!(
+            err.to_string(),
+            "kong.service.set_retries is not available: needs Kong 3.8"
+        );
     }
 
     #[test]

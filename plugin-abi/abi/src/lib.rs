@@ -10,7 +10,8 @@
 //! What may grow crosses as data, so that growing it never changes the layout:
 //!
 //! - a PDK call is a method name plus its arguments as one MessagePack array, and its
-//!   result one MessagePack value: a new PDK function needs no new type;
+//!   result one MessagePack value: a new PDK function needs no new type; the daemon may
+//!   answer a call itself with a refusal ([`REFUSAL_EXT_TYPE`]);
 //! - a plugin describes itself with a JSON [`Manifest`], and the daemon describes a Kong
 //!   instance with a JSON [`InstanceInfo`]: new fields are added with serde defaults, and
 //!   fields a side does not know are ignored;
@@ -47,6 +48,54 @@ use abi_stable::{
 
 /// The ABI version this crate defines (its package version).
 pub const ABI_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The MessagePack ext type of a *refusal*: the daemon's answer to a PDK call it will not
+/// pass to Kong (the configured Kong version lacks the function, or the protocol in use
+/// cannot carry it). The payload is the reason, UTF-8. Kong itself never sends ext values,
+/// so the PDK tells a refusal from any answer of Kong's and fails the call with it; a
+/// plugin built before refusals existed fails to decode the answer, which fails the call
+/// too.
+pub const REFUSAL_EXT_TYPE: i8 = 75;
+
+/// Encodes a refusal (see [`REFUSAL_EXT_TYPE`]) as one MessagePack value.
+pub fn encode_refusal(reason: &str) -> Vec<u8> {
+    let payload = reason.as_bytes();
+    let mut out = Vec::with_capacity(payload.len() + 6);
+    // ext 8/16/32: marker, length, type, payload.
+    if let Ok(len) = u8::try_from(payload.len()) {
+        out.extend_from_slice(&[0xc7, len]);
+    } else if let Ok(len) = u16::try_from(payload.len()) {
+        out.push(0xc8);
+        out.extend_from_slice(&len.to_be_bytes());
+    } else {
+        out.push(0xc9);
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    }
+    out.push(REFUSAL_EXT_TYPE as u8);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The reason of a refusal, if `value` (one MessagePack value) is one.
+pub fn decode_refusal(value: &[u8]) -> Option<&str> {
+    let (len, rest) = match value.split_first()? {
+        (0xc7, rest) => (usize::from(*rest.first()?), rest.get(1..)?),
+        (0xc8, rest) => (
+            usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?)),
+            rest.get(2..)?,
+        ),
+        (0xc9, rest) => (
+            u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize,
+            rest.get(4..)?,
+        ),
+        _ => return None,
+    };
+    let (&ty, payload) = rest.split_first()?;
+    if ty as i8 != REFUSAL_EXT_TYPE || payload.len() != len {
+        return None;
+    }
+    std::str::from_utf8(payload).ok()
+}
 
 /// The root module every plugin library exports.
 #[repr(C)]
@@ -258,4 +307,28 @@ pub enum EventPoll<'a> {
     Panicked(RString),
     /// The handler waits on its own I/O; the waker will be woken.
     Pending,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_round_trip_and_nothing_else_is_one() {
+        for reason in [
+            "",
+            "kong.service.set_retries needs Kong 3.8",
+            &"x".repeat(300),
+        ] {
+            let bytes = encode_refusal(reason);
+            assert_eq!(decode_refusal(&bytes), Some(reason));
+        }
+        assert_eq!(decode_refusal(&[0xa2, b'o', b'k']), None);
+        assert_eq!(
+            decode_refusal(&[0xc7, 0x01, 0x05, b'x']),
+            None,
+            "another ext type"
+        );
+        assert_eq!(decode_refusal(&[0xc7, 0x05, 75, b'x']), None, "truncated");
+    }
 }

@@ -163,6 +163,22 @@ impl Drop for Event {
     }
 }
 
+/// What one poll of a handler came to.
+enum Stop {
+    /// A stop that ends this run of the handler.
+    At(Outcome),
+    /// A call the daemon refuses itself: answer it and poll again.
+    Refused(String),
+}
+
+/// A check of every PDK call before it goes to Kong: the Kong version served may lack the
+/// function, or the protocol in use may not carry it. A refused call fails in the plugin,
+/// with the reason, instead of raising a Lua error in Kong (which abandons the event).
+pub trait CallGate: Send + Sync {
+    /// `Some(reason)` to refuse `method`.
+    fn refuse(&self, method: &str) -> Option<String>;
+}
+
 /// How a handler stopped.
 enum Outcome {
     /// At a PDK call Kong will answer.
@@ -299,45 +315,64 @@ impl Daemon {
         let mut input = Some(input);
         let mut reply = Some(reply);
         let mut answered = None;
+        let mut refusal = Vec::new();
         let outcome = poll_fn(|cx| {
             let waker = FfiWaker::borrowed(cx.waker());
-            let input = input.take().unwrap_or(StepInput::Resume);
-            let outcome = match event.handle.poll(input, &waker) {
-                EventPoll::Pending => return Poll::Pending,
-                EventPoll::Call { method, args } => {
-                    let method = method.as_str();
-                    if !is_one_array(args.as_slice()) {
-                        Outcome::Failed(
-                            FailureReason::Error,
-                            format!("the plugin passed malformed arguments to {method}"),
-                        )
-                    } else {
-                        let ends =
-                            kong_rust_pluginserver_protocol::kong::ends_event(method.as_bytes());
-                        let call = EventReply::Call {
-                            method,
-                            args: args.as_slice(),
-                        };
-                        answered = reply.take().map(|reply| reply(event_id, call));
-                        if ends {
-                            Outcome::Finished
+            let mut input = input.take().unwrap_or(StepInput::Resume);
+            loop {
+                let stop = match event.handle.poll(input, &waker) {
+                    EventPoll::Pending => return Poll::Pending,
+                    EventPoll::Call { method, args } => {
+                        let method = method.as_str();
+                        let gate = self.call_gate.as_deref();
+                        if let Some(reason) = gate.and_then(|gate| gate.refuse(method)) {
+                            // Answered here, without Kong; the handler runs on.
+                            tracing::debug!(
+                                plugin = %event.instance.plugin.name(),
+                                event = event_id,
+                                "refused {method}: {reason}"
+                            );
+                            Stop::Refused(reason)
+                        } else if !is_one_array(args.as_slice()) {
+                            Stop::At(Outcome::Failed(
+                                FailureReason::Error,
+                                format!("the plugin passed malformed arguments to {method}"),
+                            ))
                         } else {
-                            Outcome::Waiting
+                            let ends = kong_rust_pluginserver_protocol::kong::ends_event(
+                                method.as_bytes(),
+                            );
+                            let call = EventReply::Call {
+                                method,
+                                args: args.as_slice(),
+                            };
+                            answered = reply.take().map(|reply| reply(event_id, call));
+                            Stop::At(if ends {
+                                Outcome::Finished
+                            } else {
+                                Outcome::Waiting
+                            })
                         }
                     }
+                    EventPoll::Done => {
+                        answered = reply.take().map(|reply| reply(event_id, EventReply::Done));
+                        Stop::At(Outcome::Finished)
+                    }
+                    EventPoll::Failed(reason) => {
+                        Stop::At(Outcome::Failed(FailureReason::Error, reason.into_string()))
+                    }
+                    EventPoll::Panicked(reason) => {
+                        Stop::At(Outcome::Failed(FailureReason::Panic, reason.into_string()))
+                    }
+                };
+                match stop {
+                    Stop::At(outcome) => return Poll::Ready(outcome),
+                    Stop::Refused(reason) => {
+                        refusal = kong_rust_plugin_abi::encode_refusal(&reason);
+                        input = StepInput::Value(refusal.as_slice().into());
+                    }
                 }
-                EventPoll::Done => {
-                    answered = reply.take().map(|reply| reply(event_id, EventReply::Done));
-                    Outcome::Finished
-                }
-                EventPoll::Failed(reason) => {
-                    Outcome::Failed(FailureReason::Error, reason.into_string())
-                }
-                EventPoll::Panicked(reason) => {
-                    Outcome::Failed(FailureReason::Panic, reason.into_string())
-                }
-            };
-            Poll::Ready(outcome)
+            }
         })
         .await;
         let metrics = event.instance.plugin.metrics().phase(event.phase);
@@ -542,7 +577,42 @@ fn is_one_array(bytes: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+    use crate::{loader::LoadedPlugin, settings::Limits, wait::block_on};
+
+    /// A daemon in this process serving rust-hello (linked in).
+    pub(crate) fn hello_daemon() -> Daemon {
+        let module = kong_rust_pdk::__private::module_for::<rust_hello::RustHello>();
+        let plugin = LoadedPlugin::from_module(module, Path::new("rust-hello.so")).unwrap();
+        Daemon::new([plugin], Limits::default())
+    }
+
+    struct NoHeaders;
+
+    impl CallGate for NoHeaders {
+        fn refuse(&self, method: &str) -> Option<String> {
+            (method == "kong.request.get_header").then(|| "not in this test's Kong".into())
+        }
+    }
+
+    #[test]
+    fn a_refused_call_fails_in_the_plugin_and_the_request_ends() {
+        let daemon = hello_daemon().with_call_gate(NoHeaders);
+        let scope = daemon.scope_of("rust-hello").unwrap();
+        let status = daemon.start_instance(&scope, b"rust-hello", b"{}").unwrap();
+        let reply = block_on(
+            daemon.handle_event(&scope, status.id, b"access", |_, reply| {
+                format!("{reply:?}")
+            }),
+        )
+        .unwrap();
+        // rust-hello's first call is refused; the handler fails on it (`?`) and the
+        // daemon ends the request.
+        assert_eq!(reply, "EndRequest { status: 500, phase: Access }");
+        assert_eq!(daemon.live_events(), 0);
+    }
 
     #[test]
     fn failures_end_requests_only_where_they_can_and_policy_allows() {

@@ -32,7 +32,9 @@ use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
 use sync_wrapper::SyncWrapper;
 
-pub use events::{EventReply, FailureReason, NotAPhase, StartEventError, UnknownInstance};
+pub use events::{
+    CallGate, EventReply, FailureReason, NotAPhase, StartEventError, UnknownInstance,
+};
 pub use ids::EventIds;
 pub use instance_config::BOOKKEEPING_KEYS;
 pub use instances::{InstanceStatus, StartError};
@@ -65,6 +67,8 @@ pub struct Daemon {
     metrics: Metrics,
     /// Set at SIGTERM: the daemon finishes what it has and hands the rest to its successor.
     shutting_down: AtomicBool,
+    /// Checks PDK calls before they go to Kong (none: every call goes).
+    call_gate: Option<Box<dyn CallGate>>,
 }
 
 /// Plugins by name, and the slot each name has had (kept across reloads).
@@ -89,11 +93,18 @@ impl Daemon {
             limits,
             metrics: Metrics::new(),
             shutting_down: AtomicBool::new(false),
+            call_gate: None,
         };
         for plugin in plugins {
             daemon.install(plugin);
         }
         daemon
+    }
+
+    /// The same daemon, checking every PDK call with `gate` before it goes to Kong.
+    pub fn with_call_gate(mut self, gate: impl CallGate + 'static) -> Daemon {
+        self.call_gate = Some(Box::new(gate));
+        self
     }
 
     /// The process id announced to Kong on every connection.
