@@ -252,8 +252,8 @@ fn messages_over_the_size_limit_close_only_their_connection() {
 
 #[test]
 fn numbers_of_every_width_and_invalid_utf8_are_handled() {
-    let scratch = Scratch::with_plugins(&["rust-hello"]);
-    let daemon = scratch.start(&["rust-hello"]);
+    let scratch = Scratch::with_plugins(&["rust-hello", "e2e-probe"]);
+    let daemon = scratch.start(&["rust-hello", "e2e-probe"]);
     let kong = daemon.kong();
     let instance = kong.start_instance("rust-hello", json!({})).unwrap();
     // InstanceId as uint64, int64 and an integral float64, written by hand.
@@ -282,12 +282,22 @@ fn numbers_of_every_width_and_invalid_utf8_are_handled() {
         assert_eq!(reply[2], Value::Nil, "{reply:?}");
         assert_eq!(get(&reply[3], "Id").and_then(Value::as_u64), Some(instance));
     }
-    // A header value that is not UTF-8: rust-hello reads it as a String, so its handler
-    // fails with a clear message, and the request is ended (never proxied past the
-    // plugin); the daemon and the instance carry on.
-    let run = kong.run_event(instance, "access", |_| {
-        Some(Value::Binary(vec![0xff, 0xfe]))
+    // A header value that is not UTF-8: rust-hello greets it as it is.
+    let run = kong.run_event(instance, "access", |call| {
+        (call.method == "kong.request.get_header").then(|| Value::Binary(vec![0xff, 0xfe]))
     });
+    assert_eq!(run.end, EventEnd::Returned, "{run:?}");
+    assert_eq!(
+        run.calls[1].args[1],
+        Value::from("Rust says hello to \u{fffd}\u{fffd}")
+    );
+    // The probe reads its header as text: its handler fails with a clear message, and the
+    // request is ended (never proxied past the plugin); the daemon carries on.
+    let probe = Kong::new(scratch.socket("e2e-probe"));
+    let echo = probe
+        .start_instance("e2e-probe", json!({"mode": "echo"}))
+        .unwrap();
+    let run = probe.run_event(echo, "access", |_| Some(Value::Binary(vec![0xff, 0xfe])));
     assert_eq!(run.end.status(), Some(500), "{run:?}");
     let stderr = daemon.stderr();
     assert!(
