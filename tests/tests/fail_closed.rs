@@ -6,7 +6,7 @@
 
 use kong_rust_pluginserver_e2e::{
     daemon::Scratch,
-    kong::{Answer, EventEnd, Kong},
+    kong::{Answer, EventEnd},
 };
 use rmpv::Value;
 use serde_json::json;
