@@ -29,7 +29,8 @@ use kong_rust_plugin_abi::{EventBox, EventPoll, FfiWaker, OnFailure, Phase, Step
 use kong_rust_pluginserver_protocol::frame;
 use sync_wrapper::SyncWrapper;
 
-use super::{Daemon, EventIds, Scope, instances::Instance, live::LiveEvents};
+use super::{Daemon, EventIds, Scope, instances::Instance};
+use crate::waitable::WaitableCount;
 
 /// What Kong is told next about an event: the `Data` of its StepData.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,11 +138,16 @@ pub(crate) struct Event {
     started: Instant,
     /// When it last handed a PDK call to Kong, for reaping and eviction.
     pub(crate) waiting_since: Instant,
-    live: Arc<LiveEvents>,
+    live: Arc<WaitableCount>,
 }
 
 impl Event {
-    fn new(live: Arc<LiveEvents>, instance: Arc<Instance>, phase: Phase, handle: EventBox) -> Self {
+    fn new(
+        live: Arc<WaitableCount>,
+        instance: Arc<Instance>,
+        phase: Phase,
+        handle: EventBox,
+    ) -> Self {
         live.add();
         instance.live_events.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
@@ -319,7 +325,10 @@ impl Daemon {
         let outcome = poll_fn(|cx| {
             let waker = FfiWaker::borrowed(cx.waker());
             let mut input = input.take().unwrap_or(StepInput::Resume);
+            let slot = event.instance.plugin.slot().0;
             loop {
+                // Tells the watchdog which handler this loop runs, in case it blocks.
+                let _busy = crate::heartbeat::busy(slot, event.phase, event_id);
                 let stop = match event.handle.poll(input, &waker) {
                     EventPoll::Pending => return Poll::Pending,
                     EventPoll::Call { method, args } => {

@@ -87,7 +87,12 @@ fn open_loop_and_idle_instances_run() {
         &["--rate", "2000", "--events", "300", "--warmup", "20"],
     );
     let events = &report["events"];
-    assert_eq!(f(events, &["events"]), 300.0, "{report}");
+    // The pacer skips the events it reaches too late on a busy machine.
+    assert_eq!(
+        f(events, &["events"]) + f(events, &["skipped"]),
+        300.0,
+        "{report}"
+    );
     assert!(events["start_lag_us"].is_object(), "{report}");
 
     let report = loadgen(&scratch, &["--instances", "200"]);
