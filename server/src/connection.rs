@@ -14,11 +14,13 @@
 
 use std::future::Future;
 
+use kong_rust_plugin_abi::Phase;
 use kong_rust_pluginserver_protocol::{RequestError, encode, frame, parse_request};
 
 use crate::{
-    daemon::{Daemon, Scope},
-    rpc::{self, Rpc, RpcError},
+    daemon::{Daemon, EventIds, Scope},
+    isolation::board::{ConnSlot, NO_PLUGIN, RequestKind},
+    rpc::{Rpc, RpcError},
     serving::budget::BufferBudget,
 };
 
@@ -67,6 +69,8 @@ pub struct Context<'a> {
     pub scope: &'a Scope,
     /// The daemon-wide budget of bytes buffered beyond each connection's first buffer.
     pub budget: &'a BufferBudget,
+    /// Where the connection records what it is doing (see [`crate::isolation::board`]).
+    pub slot: Option<&'a ConnSlot>,
 }
 
 /// How serving a connection ended.
@@ -124,6 +128,11 @@ pub async fn serve<T: Transport>(
                     }
                     input.resize(grown, 0);
                 }
+                if filled > 0
+                    && let Some(slot) = cx.slot
+                {
+                    slot.reading();
+                }
                 match stream.read(&mut input[filled..], filled > 0).await {
                     Read::Data(n) => {
                         filled += n;
@@ -168,13 +177,25 @@ pub async fn serve<T: Transport>(
             }
         };
         match parse_request(&input[..len]) {
-            Ok(request) => {
-                if daemon.is_handing_over() && !keeps(daemon, cx.scope, &request) {
-                    input.truncate(filled);
-                    break Served::HandOver { pending: input };
+            Ok(request) => match Rpc::parse(&request) {
+                Ok(rpc) => {
+                    if daemon.is_handing_over() && !keeps(daemon, cx.scope, &rpc) {
+                        input.truncate(filled);
+                        break Served::HandOver { pending: input };
+                    }
+                    if let Some(slot) = cx.slot {
+                        record(slot, cx.scope, request.msgid, &rpc);
+                    }
+                    rpc.apply(daemon, cx.scope, request.msgid, &mut out).await;
                 }
-                rpc::respond(daemon, cx.scope, &request, &mut out).await;
-            }
+                Err(err) => {
+                    if daemon.is_handing_over() {
+                        input.truncate(filled);
+                        break Served::HandOver { pending: input };
+                    }
+                    err.write(request.msgid, &mut out);
+                }
+            },
             Err(RequestError::Malformed { msgid, reason }) => {
                 RpcError::Malformed(reason).write(msgid, &mut out);
             }
@@ -183,10 +204,16 @@ pub async fn serve<T: Transport>(
                 break Served::Closed;
             }
         }
+        if let Some(slot) = cx.slot {
+            slot.writing();
+        }
         let written = stream.write_all(&out).await;
         out.clear();
         if written.is_err() {
             break Served::Closed;
+        }
+        if let Some(slot) = cx.slot {
+            slot.idle();
         }
         input.copy_within(len..filled, 0);
         filled -= len;
@@ -203,15 +230,35 @@ pub async fn serve<T: Transport>(
 
 /// While handing over, what this daemon still answers itself: the Steps of its own events
 /// (their handlers live here). Everything else goes to the successor.
-fn keeps(
-    daemon: &Daemon,
-    scope: &Scope,
-    request: &kong_rust_pluginserver_protocol::Request<'_>,
-) -> bool {
-    match Rpc::parse(request) {
-        Ok(Rpc::Step(step)) => daemon.has_waiting_event(scope, step.event_id),
+fn keeps(daemon: &Daemon, scope: &Scope, rpc: &Rpc<'_>) -> bool {
+    match rpc {
+        Rpc::Step(step) => daemon.has_waiting_event(scope, step.event_id),
         _ => false,
     }
+}
+
+/// Records in the connection's slot the request about to be handled: what a supervisor
+/// needs to answer it if this process dies, and what names it if it gets stuck.
+fn record(slot: &ConnSlot, scope: &Scope, msgid: u64, rpc: &Rpc<'_>) {
+    let plugin = match scope {
+        Scope::One(own) => own.0 as u16,
+        Scope::All => NO_PLUGIN,
+    };
+    let (kind, phase, subject) = match rpc {
+        Rpc::HandleEvent(event) => (
+            RequestKind::HandleEvent,
+            Phase::from_name(event.event_name),
+            event.instance_id,
+        ),
+        Rpc::Step(step) => (
+            RequestKind::Step,
+            EventIds::phase_of(step.event_id),
+            step.event_id,
+        ),
+        Rpc::StartInstance(_) => (RequestKind::StartInstance, None, 0),
+        _ => (RequestKind::Other, None, 0),
+    };
+    slot.handling(msgid, kind, phase, plugin, subject);
 }
 
 /// The first bytes of a message in hex, for logs.

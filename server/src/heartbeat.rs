@@ -5,11 +5,19 @@
 //! the heartbeats notices a handler that holds its loop too long (blocking I/O, heavy
 //! computation) and names it. Marking costs a thread-local read and a few relaxed atomic
 //! stores per poll; threads without a heartbeat (a thread per connection, tools) pay
-//! nothing more.
+//! nothing more. A thread that runs a plugin constructor leases one ([`lease`]) for as
+//! long.
+//!
+//! With process isolation the heartbeats live in memory the supervisor maps too
+//! ([`place_in`]): when a worker dies, the heartbeats busy at that moment say which
+//! plugin configuration was running, which is how a poison configuration is recognised.
 
 use std::{
     cell::Cell,
-    sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering},
+    sync::{
+        Mutex,
+        atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    },
 };
 
 use kong_rust_plugin_abi::Phase;
@@ -27,18 +35,25 @@ pub fn now() -> u64 {
     TICK.load(Ordering::Relaxed)
 }
 
-/// What one event loop is doing.
+/// What one event loop is doing. Only atomics, all-zero bytes mean idle: it may live in
+/// shared memory.
 #[derive(Debug, Default)]
+#[repr(C, align(64))]
 pub struct Heartbeat {
     /// The tick the current poll started at; 0 when the loop is not in plugin code.
     busy_since: AtomicU64,
+    /// The event polled (0: a constructor).
+    event: AtomicU64,
+    /// The fingerprint of the plugin configuration running.
+    config: AtomicU64,
     /// The plugin slot polled.
     slot: AtomicU32,
-    /// Its phase code.
+    /// Its phase code ([`NO_PHASE`] for a constructor).
     phase: AtomicU8,
-    /// The event polled.
-    event: AtomicU64,
 }
+
+/// The phase code of a heartbeat busy with a constructor.
+pub const NO_PHASE: u8 = 0xff;
 
 /// A handler in the middle of a poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,10 +62,12 @@ pub struct Busy {
     pub since: u64,
     /// The plugin slot.
     pub slot: u32,
-    /// The phase.
+    /// The phase (`None`: a constructor).
     pub phase: Option<Phase>,
-    /// The event id.
+    /// The event id (0: a constructor).
     pub event: u64,
+    /// The fingerprint of the configuration.
+    pub config: u64,
 }
 
 impl Heartbeat {
@@ -62,8 +79,33 @@ impl Heartbeat {
             slot: self.slot.load(Ordering::Relaxed),
             phase: Phase::from_code(self.phase.load(Ordering::Relaxed)),
             event: self.event.load(Ordering::Relaxed),
+            config: self.config.load(Ordering::Relaxed),
         })
     }
+}
+
+/// Heartbeats in shared memory, handed out before any from the heap.
+static ARENA: Mutex<Option<(&'static [Heartbeat], usize)>> = Mutex::new(None);
+/// Every heartbeat handed out, with what it beats for, for the watchdog.
+static ALL: Mutex<Vec<(&'static Heartbeat, String)>> = Mutex::new(Vec::new());
+/// Leased heartbeats given back.
+static FREE: Mutex<Vec<&'static Heartbeat>> = Mutex::new(Vec::new());
+/// How many heartbeats were handed out (what the watchdog compares to notice new ones).
+static COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// Hands out `arena` (in shared memory) before any heartbeat from the heap.
+pub fn place_in(arena: &'static [Heartbeat]) {
+    *ARENA.lock().unwrap_or_else(|e| e.into_inner()) = Some((arena, 0));
+}
+
+/// Every heartbeat with its label, as of now.
+pub fn all() -> Vec<(&'static Heartbeat, String)> {
+    ALL.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// How many heartbeats exist (changes when one is added).
+pub fn count() -> usize {
+    COUNT.load(Ordering::Relaxed)
 }
 
 thread_local! {
@@ -73,7 +115,56 @@ thread_local! {
 /// A heartbeat for a new loop; it lives as long as the process (a loop lives as long as
 /// the daemon, and the watchdog may still look at it).
 pub fn new_heartbeat() -> &'static Heartbeat {
-    Box::leak(Box::default())
+    labelled("loop".into())
+}
+
+/// A heartbeat labelled `label` (what the watchdog names).
+pub fn labelled(label: String) -> &'static Heartbeat {
+    let placed = {
+        let mut arena = ARENA.lock().unwrap_or_else(|e| e.into_inner());
+        match arena.as_mut() {
+            Some((beats, used)) if *used < beats.len() => {
+                *used += 1;
+                Some(&beats[*used - 1])
+            }
+            _ => None,
+        }
+    };
+    let heartbeat = placed.unwrap_or_else(|| Box::leak(Box::default()));
+    ALL.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((heartbeat, label));
+    COUNT.fetch_add(1, Ordering::Relaxed);
+    heartbeat
+}
+
+/// A heartbeat attached to the current thread until the lease drops (a thread that runs
+/// a plugin constructor).
+pub fn lease() -> Lease {
+    let reused = FREE.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    let heartbeat = reused.unwrap_or_else(|| labelled("a thread of its own".into()));
+    let previous = CURRENT.with(|current| current.replace(Some(heartbeat)));
+    Lease {
+        heartbeat,
+        previous,
+    }
+}
+
+/// A leased heartbeat; given back when dropped.
+#[derive(Debug)]
+pub struct Lease {
+    heartbeat: &'static Heartbeat,
+    previous: Option<&'static Heartbeat>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.heartbeat.busy_since.store(0, Ordering::Release);
+        CURRENT.with(|current| current.set(self.previous));
+        FREE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(self.heartbeat);
+    }
 }
 
 /// Makes `heartbeat` the current thread's.
@@ -81,14 +172,25 @@ pub fn attach(heartbeat: &'static Heartbeat) {
     CURRENT.with(|current| current.set(Some(heartbeat)));
 }
 
-/// Marks the current thread's heartbeat busy with `event` of plugin `slot` until the guard
-/// drops.
-pub fn busy(slot: u32, phase: Phase, event: u64) -> BusyGuard {
+/// Marks the current thread's heartbeat busy with `event` of plugin `slot`, running the
+/// configuration whose fingerprint is `config`, until the guard drops.
+pub fn busy(slot: u32, phase: Phase, event: u64, config: u64) -> BusyGuard {
+    mark(slot, phase.code(), event, config)
+}
+
+/// Marks the current thread's heartbeat busy constructing configuration `config` of
+/// plugin `slot`, until the guard drops.
+pub fn constructing(slot: u32, config: u64) -> BusyGuard {
+    mark(slot, NO_PHASE, 0, config)
+}
+
+fn mark(slot: u32, phase: u8, event: u64, config: u64) -> BusyGuard {
     let heartbeat = CURRENT.with(Cell::get);
     if let Some(heartbeat) = heartbeat {
         heartbeat.slot.store(slot, Ordering::Relaxed);
-        heartbeat.phase.store(phase.code(), Ordering::Relaxed);
+        heartbeat.phase.store(phase, Ordering::Relaxed);
         heartbeat.event.store(event, Ordering::Relaxed);
+        heartbeat.config.store(config, Ordering::Relaxed);
         heartbeat.busy_since.store(now(), Ordering::Release);
     }
     BusyGuard(heartbeat)
@@ -116,18 +218,27 @@ mod tests {
         attach(heartbeat);
         assert_eq!(heartbeat.busy(), None);
         {
-            let _guard = busy(3, Phase::Access, 42);
+            let _guard = busy(3, Phase::Access, 42, 9);
             let busy = heartbeat.busy().unwrap();
             assert_eq!(
-                (busy.slot, busy.phase, busy.event),
-                (3, Some(Phase::Access), 42)
+                (busy.slot, busy.phase, busy.event, busy.config),
+                (3, Some(Phase::Access), 42, 9)
             );
         }
         assert_eq!(heartbeat.busy(), None);
         // A thread without a heartbeat pays nothing and marks nothing.
-        std::thread::spawn(|| drop(busy(1, Phase::Log, 1)))
+        std::thread::spawn(|| drop(busy(1, Phase::Log, 1, 1)))
             .join()
             .unwrap();
         assert_eq!(heartbeat.busy(), None);
+        // A constructor's thread leases one.
+        std::thread::spawn(|| {
+            let lease = lease();
+            let _busy = constructing(2, 77);
+            let beat = lease.heartbeat.busy().unwrap();
+            assert_eq!((beat.phase, beat.event, beat.config), (None, 0, 77));
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -10,6 +10,8 @@
 //! - [`lifecycle`]: serve lock, standby and takeover, hand-over, signals, reload, drain,
 //!   housekeeping;
 //! - [`metrics`] (the families, a leaf) and [`admin`] (their HTTP endpoint);
+//! - [`probe`]: each library tried in a short-lived process before the daemon maps it;
+//! - [`isolation`]: `--isolation process`, a supervisor and a worker process per plugin;
 //! - [`settings`]: flags, environment and config file;
 //! - [`dump`], [`conf_lines`], [`template`], [`playback`]: what the subcommands produce.
 
@@ -19,11 +21,14 @@ pub mod connection;
 pub mod daemon;
 pub mod dump;
 pub mod heartbeat;
+pub mod inherit;
+pub mod isolation;
 pub mod lifecycle;
 pub mod loader;
 pub mod metrics;
 pub mod playback;
 pub mod plugin_log;
+pub mod probe;
 pub mod rpc;
 pub mod serving;
 pub mod settings;

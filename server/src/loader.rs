@@ -86,6 +86,9 @@ pub struct LoadOptions {
     pub copy_dir: Option<PathBuf>,
     /// Skip the ownership and permission checks (development only).
     pub allow_insecure: bool,
+    /// Try each library in a short-lived process before mapping it here (see
+    /// [`crate::probe`]); `None`: map it directly.
+    pub probe: Option<crate::probe::Probe>,
 }
 
 /// Identifies a file's content as loaded, to tell whether a reload must load it again.
@@ -204,13 +207,20 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedPlugin, LoadErro
     let module = match &options.copy_dir {
         Some(dir) => {
             let copy = private_copy(path, dir)?;
+            if let Err(err) = crate::probe::before_loading(options.probe.as_ref(), path, &copy) {
+                let _ = std::fs::remove_file(&copy);
+                return Err(err);
+            }
             let loaded = lib_header_from_path(&copy)
                 .and_then(|header| header.init_root_module::<PluginModuleRef>());
             // The mapping stays valid without the file; nothing to clean up later.
             let _ = std::fs::remove_file(&copy);
             loaded
         }
-        None => lib_header_from_path(path).and_then(|h| h.init_root_module::<PluginModuleRef>()),
+        None => {
+            crate::probe::before_loading(options.probe.as_ref(), path, path)?;
+            lib_header_from_path(path).and_then(|h| h.init_root_module::<PluginModuleRef>())
+        }
     }
     .map_err(library_error)?;
     if let Some(set_host_logger) = module.set_host_logger() {
@@ -248,6 +258,19 @@ impl LoadedPlugin {
             module,
         })
     }
+}
+
+/// The ownership and permission checks [`load`] applies to `path`, without loading it (the
+/// supervisor of process isolation loads nothing itself).
+pub fn check_file(path: &Path, options: &LoadOptions) -> Result<(), LoadError> {
+    if options.allow_insecure {
+        return Ok(());
+    }
+    let meta = std::fs::metadata(path).map_err(|source| LoadError::Copy {
+        path: path.to_owned(),
+        source,
+    })?;
+    check_owner(path, &meta)
 }
 
 /// Refuses files and directories that someone other than root or the daemon's user owns,

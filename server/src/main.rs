@@ -8,11 +8,23 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use kong_rust_pluginserver::settings::{self, LogFormat, Settings, SettingsArgs};
+use kong_rust_pluginserver::{
+    isolation::worker,
+    probe,
+    settings::{self, Settings, SettingsArgs},
+};
 
 use cli::Cli;
 
 fn main() -> ExitCode {
+    // Processes the daemon starts itself (a library probe, a plugin worker): no command
+    // line of their own, no settings to resolve again.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    match args.first().and_then(|a| a.to_str()) {
+        Some(probe::SUBCOMMAND) => return probe::child_main(&args[1..]),
+        Some(worker::SUBCOMMAND) => return worker::main(&args[1..]),
+        _ => {}
+    }
     let cli = Cli::parse();
     let settings = match resolve_settings(&cli) {
         Ok(settings) => settings,
@@ -49,14 +61,5 @@ fn resolve_settings(cli: &Cli) -> anyhow::Result<Settings> {
 /// Logs go to stderr: Kong copies the daemon's stderr into its error.log, and stdout must
 /// stay clean for the dump. RUST_LOG, when set, overrides the level with its own filters.
 fn init_logging(settings: &Settings) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(settings.log_level.directive()));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false);
-    match settings.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    settings::init_logging(settings.log_level, settings.log_format);
 }

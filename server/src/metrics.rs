@@ -32,6 +32,7 @@ pub struct Metrics {
     pdk_calls: IntCounterVec,
     duration: HistogramVec,
     failures: IntCounterVec,
+    stuck: IntCounterVec,
     constructor_panics: IntCounterVec,
     instances: IntGaugeVec,
     in_flight: IntGauge,
@@ -185,6 +186,17 @@ impl Metrics {
                 )
                 .expect("valid counter"),
             ),
+            stuck: register(
+                &registry,
+                IntCounterVec::new(
+                    opts(
+                        "stuck_handlers_total",
+                        "Requests whose handler (or constructor: phase=\"constructor\") had not answered after --stuck-timeout.",
+                    ),
+                    &["plugin", "phase"],
+                )
+                .expect("valid counter"),
+            ),
             duration: register(
                 &registry,
                 HistogramVec::new(
@@ -251,6 +263,11 @@ impl Metrics {
         self.failures
             .with_label_values(&[plugin, phase.name(), reason, action])
             .inc();
+    }
+
+    /// Counts one request found stuck (not on the hot path).
+    pub fn count_stuck(&self, plugin: &str, phase: &str) {
+        self.stuck.with_label_values(&[plugin, phase]).inc();
     }
 
     /// Resolves the handles of a plugin being loaded. Only the phases it implements get

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Limits that protect the daemon from runaway clients and plugins.
 #[derive(Debug, Clone, Copy)]
@@ -79,7 +79,7 @@ pub enum SettingsError {
 }
 
 /// Log verbosity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     /// Errors only.
@@ -108,13 +108,37 @@ impl LogLevel {
 }
 
 /// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines (the default).
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// What a crash of plugin code takes down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// Every plugin in the daemon's own process (the default): panics are contained, but
+    /// an abort, a segfault, a stack overflow or `exit` in any plugin stops every plugin.
+    #[default]
+    None,
+    /// One worker process per plugin library, supervised: a crash stops only that plugin
+    /// for the moment its worker takes to restart, and its requests in flight are still
+    /// answered (failing closed).
+    Process,
+}
+
+impl Isolation {
+    /// The setting's value, as written.
+    pub fn label(self) -> &'static str {
+        match self {
+            Isolation::None => "none",
+            Isolation::Process => "process",
+        }
+    }
 }
 
 /// Every setting, each optional: as given by flags, environment or file.
@@ -299,6 +323,51 @@ pub struct SettingsArgs {
         env = "KONG_RUST_PLUGINSERVER_METRICS_LISTEN"
     )]
     pub metrics_listen: Option<String>,
+
+    /// `none`: every plugin runs in the daemon's process; `process`: one supervised worker
+    /// process per plugin library, so an abort, a segfault or an exit in one plugin stops
+    /// no other, and its requests in flight still fail closed [default: none].
+    #[arg(long, value_enum, env = "KONG_RUST_PLUGINSERVER_ISOLATION")]
+    pub isolation: Option<Isolation>,
+
+    /// Seconds a handler may take to answer one request (HandleEvent or Step) before it is
+    /// named as stuck in the log, the status and the metrics; with `--isolation process` its
+    /// worker is then replaced once its other events finish, and the stuck request fails
+    /// closed. 0: never [default: 30].
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "KONG_RUST_PLUGINSERVER_STUCK_TIMEOUT"
+    )]
+    pub stuck_timeout: Option<u64>,
+
+    /// With `--isolation process`: a plugin configuration whose events crash its worker
+    /// twice within this many seconds is quarantined for as long (its events fail closed
+    /// with 503 without running the plugin), or until its file changes [default: 300].
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "KONG_RUST_PLUGINSERVER_QUARANTINE_WINDOW"
+    )]
+    pub quarantine_window: Option<u64>,
+
+    /// With `--isolation process`: the most address space a worker may use (RLIMIT_AS), so
+    /// a runaway allocation ends that worker instead of the node; 0: no limit [default: 0].
+    #[arg(
+        long,
+        value_name = "BYTES",
+        env = "KONG_RUST_PLUGINSERVER_WORKER_MEMORY_LIMIT"
+    )]
+    pub worker_memory_limit: Option<u64>,
+
+    /// Seconds a library may take to load in the probe process that checks it before the
+    /// daemon maps it [default: 10].
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "KONG_RUST_PLUGINSERVER_PROBE_TIMEOUT"
+    )]
+    pub probe_timeout: Option<u64>,
 }
 
 /// The settings in force.
@@ -338,6 +407,16 @@ pub struct Settings {
     pub message_timeout: Duration,
     /// A handler holding its loop longer than this is named in the log.
     pub slow_handler: Duration,
+    /// Where plugin code runs.
+    pub isolation: Isolation,
+    /// A request handled longer than this is stuck; `None`: never.
+    pub stuck_timeout: Option<Duration>,
+    /// Two crashes of one configuration within this quarantine it for as long.
+    pub quarantine_window: Duration,
+    /// RLIMIT_AS of each worker process, if any.
+    pub worker_memory_limit: Option<u64>,
+    /// How long the probe process may take to load a library.
+    pub probe_timeout: Duration,
 }
 
 impl SettingsArgs {
@@ -452,8 +531,44 @@ impl SettingsArgs {
             slow_handler: Duration::from_millis(
                 self.slow_handler_ms.or(file.slow_handler_ms).unwrap_or(100),
             ),
+            isolation: self.isolation.or(file.isolation).unwrap_or_default(),
+            stuck_timeout: Some(self.stuck_timeout.or(file.stuck_timeout).unwrap_or(30))
+                .filter(|&secs| secs > 0)
+                .map(Duration::from_secs),
+            quarantine_window: Duration::from_secs(
+                self.quarantine_window
+                    .or(file.quarantine_window)
+                    .unwrap_or(300)
+                    .max(1),
+            ),
+            worker_memory_limit: self
+                .worker_memory_limit
+                .or(file.worker_memory_limit)
+                .filter(|&bytes| bytes > 0),
+            probe_timeout: Duration::from_secs(
+                self.probe_timeout
+                    .or(file.probe_timeout)
+                    .unwrap_or(10)
+                    .max(1),
+            ),
         })
     }
+}
+
+/// Logs go to stderr: Kong copies the daemon's stderr into its error.log, and stdout must
+/// stay clean for the dump. RUST_LOG, when set, overrides the level with its own filters.
+/// (Also what a worker process of process isolation sets up, with the daemon's settings.)
+pub fn init_logging(level: LogLevel, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.directive()));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 /// `9542` → `127.0.0.1:9542`; `host:port` as given.

@@ -4,6 +4,7 @@ use anyhow::bail;
 use kong_rust_pluginserver::{
     dump::Dump,
     loader::{self, LoadOptions, Scan},
+    probe::Probe,
     settings::Settings,
 };
 
@@ -13,6 +14,10 @@ pub fn load(settings: &Settings) -> anyhow::Result<Scan> {
     let options = LoadOptions {
         copy_dir: None,
         allow_insecure: settings.allow_insecure_plugins,
+        // A library that crashes or hangs when loaded must not stop Kong's start.
+        probe: Some(Probe {
+            timeout: settings.probe_timeout,
+        }),
     };
     let scan = loader::scan(&settings.plugins_directory, &options)?;
     for failure in &scan.failures {

@@ -29,7 +29,7 @@ use kong_rust_plugin_abi::{EventBox, EventPoll, FfiWaker, OnFailure, Phase, Step
 use kong_rust_pluginserver_protocol::frame;
 use sync_wrapper::SyncWrapper;
 
-use super::{Daemon, EventIds, Scope, instances::Instance};
+use super::{Daemon, EventIds, PluginEntry, Scope, instances::Instance};
 use crate::waitable::WaitableCount;
 
 /// What Kong is told next about an event: the `Data` of its StepData.
@@ -79,6 +79,11 @@ pub enum FailureReason {
     /// A Step for an event this daemon does not have: it finished, was reaped, or ran in
     /// a daemon that is gone.
     UnknownEvent,
+    /// The worker process running the event died (process isolation; the supervisor
+    /// answers in its place).
+    Crashed,
+    /// The instance's configuration is quarantined: it crashed its worker repeatedly.
+    Quarantined,
 }
 
 impl FailureReason {
@@ -90,13 +95,17 @@ impl FailureReason {
             FailureReason::NoHandler => "no_handler",
             FailureReason::Overloaded => "overloaded",
             FailureReason::UnknownEvent => "unknown_event",
+            FailureReason::Crashed => "crash",
+            FailureReason::Quarantined => "quarantined",
         }
     }
 
     /// The status a request gets when it is ended for this reason.
     pub const fn status(self) -> u16 {
         match self {
-            FailureReason::Overloaded | FailureReason::UnknownEvent => 503,
+            FailureReason::Overloaded
+            | FailureReason::UnknownEvent
+            | FailureReason::Quarantined => 503,
             _ => 500,
         }
     }
@@ -204,7 +213,14 @@ impl Daemon {
         event_name: &[u8],
         reply: impl FnOnce(u64, EventReply<'_>) -> R,
     ) -> Result<R, StartEventError> {
-        let instance = self.instance(scope, instance_id)?;
+        let instance = match self.instance(scope, instance_id) {
+            Ok(instance) => instance,
+            Err(unknown) => {
+                let quarantined = Phase::from_name(event_name)
+                    .and_then(|phase| self.quarantined_event(scope, instance_id, phase, reply));
+                return quarantined.ok_or(unknown.into());
+            }
+        };
         instance.last_used.store(self.now_ms(), Ordering::Relaxed);
         let plugin = &instance.plugin;
         let Some(phase) = Phase::from_name(event_name) else {
@@ -220,11 +236,23 @@ impl Daemon {
         if !plugin.implements(phase) {
             let reason = format!("the plugin does not implement the {phase} phase");
             return Ok(self.fail(
-                &instance,
+                plugin,
+                instance.id,
                 phase,
                 event_id,
                 FailureReason::NoHandler,
                 &reason,
+                reply,
+            ));
+        }
+        if self.is_quarantined(plugin.name(), instance.configured.fingerprint) {
+            return Ok(self.fail(
+                plugin,
+                instance.id,
+                phase,
+                event_id,
+                FailureReason::Quarantined,
+                "the instance's configuration is quarantined (it crashed the plugin's worker)",
                 reply,
             ));
         }
@@ -236,7 +264,8 @@ impl Daemon {
                 self.limits.max_events_per_instance
             );
             return Ok(self.fail(
-                &instance,
+                plugin,
+                instance.id,
                 phase,
                 event_id,
                 FailureReason::Overloaded,
@@ -253,7 +282,7 @@ impl Daemon {
                     FailureReason::Error
                 };
                 let message = err.message.into_string();
-                return Ok(self.fail(&instance, phase, event_id, why, &message, reply));
+                return Ok(self.fail(plugin, instance.id, phase, event_id, why, &message, reply));
             }
         };
         let event = Event::new(self.live.clone(), instance.clone(), phase, handle);
@@ -326,9 +355,11 @@ impl Daemon {
             let waker = FfiWaker::borrowed(cx.waker());
             let mut input = input.take().unwrap_or(StepInput::Resume);
             let slot = event.instance.plugin.slot().0;
+            let config = event.instance.configured.fingerprint;
             loop {
-                // Tells the watchdog which handler this loop runs, in case it blocks.
-                let _busy = crate::heartbeat::busy(slot, event.phase, event_id);
+                // Tells the watchdog which handler this loop runs, in case it blocks (and,
+                // with process isolation, the supervisor, in case it crashes).
+                let _busy = crate::heartbeat::busy(slot, event.phase, event_id, config);
                 let stop = match event.handle.poll(input, &waker) {
                     EventPoll::Pending => return Poll::Pending,
                     EventPoll::Call { method, args } => {
@@ -409,24 +440,35 @@ impl Daemon {
                     .duration
                     .observe(event.started.elapsed().as_secs_f64());
                 let reply = reply.take().expect("a failed poll did not reply");
-                return self.fail(&event.instance, event.phase, event_id, why, &message, reply);
+                let instance = &event.instance;
+                return self.fail(
+                    &instance.plugin,
+                    instance.id,
+                    event.phase,
+                    event_id,
+                    why,
+                    &message,
+                    reply,
+                );
             }
         }
         answered.expect("every stop but a failure replies")
     }
 
-    /// Logs and counts a failure of `instance`'s event, and replies as the plugin's failure
-    /// policy and the phase say: end the request, or let it go on.
-    fn fail<R>(
+    /// Logs and counts a failure of an event of `plugin`'s instance `instance_id`, and
+    /// replies as the plugin's failure policy and the phase say: end the request, or let it
+    /// go on.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn fail<R>(
         &self,
-        instance: &Instance,
+        plugin: &PluginEntry,
+        instance_id: u64,
         phase: Phase,
         event_id: u64,
         why: FailureReason,
         message: &str,
         reply: impl FnOnce(u64, EventReply<'_>) -> R,
     ) -> R {
-        let plugin = &instance.plugin;
         let policy = plugin.manifest().on_failure;
         let answer = settle(why, phase, policy);
         let metrics = plugin.metrics();
@@ -439,7 +481,7 @@ impl Daemon {
         tracing::warn!(
             plugin = %plugin.name(),
             phase = %phase,
-            instance = instance.id,
+            instance = instance_id,
             event = event_id,
             reason = why.label(),
             "{message}; {}",
@@ -525,32 +567,43 @@ impl Daemon {
     /// Kong dropped them (a timeout, a closed connection, a client gone). Returns how many.
     pub fn reap_abandoned_events(&self) -> usize {
         let timeout = self.limits.event_timeout;
+        let abandoned: Vec<u64> = self
+            .events
+            .iter_mut()
+            .filter_map(|mut entry| {
+                let waited = entry.value_mut().get_mut().waiting_since.elapsed();
+                (waited >= timeout).then_some(*entry.key())
+            })
+            .collect();
         let mut reaped = 0;
-        self.events.retain(|id, event| {
-            let event = event.get_mut();
-            let keep = event.waiting_since.elapsed() < timeout;
-            if !keep {
-                reaped += 1;
-                let plugin = &event.instance.plugin;
-                plugin.metrics().phase(event.phase).abandoned.inc();
-                tracing::warn!(
-                    plugin = %plugin.name(),
-                    instance = event.instance.id,
-                    phase = %event.phase,
-                    event = id,
-                    "freed an event Kong abandoned (no Step for {}s)",
-                    timeout.as_secs_f64()
-                );
-            }
-            keep
-        });
+        for id in abandoned {
+            // Removed, then dropped here: plugin code that runs when a handler is dropped
+            // runs outside the table's locks.
+            let Some((_, event)) = self.events.remove_if_mut(&id, |_, event| {
+                event.get_mut().waiting_since.elapsed() >= timeout
+            }) else {
+                continue;
+            };
+            let event = event.into_inner();
+            reaped += 1;
+            let plugin = &event.instance.plugin;
+            plugin.metrics().phase(event.phase).abandoned.inc();
+            tracing::warn!(
+                plugin = %plugin.name(),
+                instance = event.instance.id,
+                phase = %event.phase,
+                event = id,
+                "freed an event Kong abandoned (no Step for {}s)",
+                timeout.as_secs_f64()
+            );
+        }
         reaped
     }
 }
 
 /// What a failure turns into: the request ends unless the phase cannot end it or the
 /// plugin fails open.
-fn settle(why: FailureReason, phase: Phase, policy: OnFailure) -> EventReply<'static> {
+pub fn settle(why: FailureReason, phase: Phase, policy: OnFailure) -> EventReply<'static> {
     if phase.can_end_request() && policy == OnFailure::FailClosed {
         EventReply::EndRequest {
             status: why.status(),
@@ -610,7 +663,7 @@ mod tests {
     fn a_refused_call_fails_in_the_plugin_and_the_request_ends() {
         let daemon = hello_daemon().with_call_gate(NoHeaders);
         let scope = daemon.scope_of("rust-hello").unwrap();
-        let status = daemon.start_instance(&scope, b"rust-hello", b"{}").unwrap();
+        let status = block_on(daemon.start_instance(&scope, b"rust-hello", b"{}")).unwrap();
         let reply = block_on(
             daemon.handle_event(&scope, status.id, b"access", |_, reply| {
                 format!("{reply:?}")

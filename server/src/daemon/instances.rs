@@ -91,8 +91,9 @@ pub enum StartError {
 
 impl Daemon {
     /// `plugin.StartInstance`: an instance of plugin `name` for `config_json` (Kong's JSON
-    /// text, bookkeeping keys included).
-    pub fn start_instance(
+    /// text, bookkeeping keys included). A new configuration is constructed off this
+    /// thread (see [`PluginEntry::configured`]).
+    pub async fn start_instance(
         &self,
         scope: &Scope,
         name: &[u8],
@@ -112,6 +113,12 @@ impl Daemon {
             canonical,
             mut meta,
         } = instance_config::split(&config).map_err(StartError::BadConfig)?;
+        let fingerprint = super::plugins::fingerprint(&canonical);
+        self.configuration_seen(plugin.name(), fingerprint, &canonical);
+        if let Some(status) = self.start_quarantined(&plugin, fingerprint, &canonical, &mut meta.id)
+        {
+            return Ok(status);
+        }
         let refused = |err: PluginErrorFfi| {
             if err.panicked {
                 plugin.metrics().constructor_panics.inc();
@@ -122,12 +129,14 @@ impl Daemon {
                 panicked: err.panicked,
             }
         };
+        let module = plugin.loaded().module;
+        let (text, plugin_name) = (canonical.clone(), name.to_string());
         let configured = plugin
-            .configured(&canonical, || {
-                tracing::debug!(plugin = %name, "constructing for a new configuration");
-                (plugin.loaded().module.new_instance())(RStr::from(canonical.as_str()))
-                    .into_result()
+            .configured(&canonical, move || {
+                tracing::debug!(plugin = %plugin_name, "constructing for a new configuration");
+                (module.new_instance())(RStr::from(text.as_str())).into_result()
             })
+            .await
             .map_err(refused)?;
         meta.id = self.instance_ids.next();
         let meta_json = serde_json::to_string(&meta).expect("instance metadata is plain data");
@@ -158,6 +167,9 @@ impl Daemon {
         scope: &Scope,
         id: u64,
     ) -> Result<InstanceStatus, UnknownInstance> {
+        if let Some(status) = self.close_quarantined(scope, id) {
+            return Ok(status);
+        }
         self.instance(scope, id)?;
         let (_, instance) = self.instances.remove(&id).ok_or(UnknownInstance(id))?;
         instance.plugin.closed_instance(unix_now());
@@ -171,7 +183,10 @@ impl Daemon {
         scope: &Scope,
         id: u64,
     ) -> Result<InstanceStatus, UnknownInstance> {
-        Ok(self.instance(scope, id)?.status())
+        match self.instance(scope, id) {
+            Ok(instance) => Ok(instance.status()),
+            Err(unknown) => self.quarantined_status(scope, id).ok_or(unknown),
+        }
     }
 
     /// The instance `id`, if it exists and belongs to a plugin of `scope`.
@@ -209,7 +224,7 @@ impl Daemon {
     /// gets `no plugin instance` and Kong starts the instance again.
     pub fn expire_idle_instances(&self, idle: std::time::Duration) -> usize {
         let cutoff = self.now_ms().saturating_sub(idle.as_millis() as u64);
-        let before = self.instances.len();
+        let mut expired = Vec::new();
         self.instances.retain(|id, instance| {
             let keep = instance.last_used.load(Ordering::Relaxed) >= cutoff;
             if !keep {
@@ -218,16 +233,28 @@ impl Daemon {
                     instance = id,
                     "expired idle instance"
                 );
+                expired.push(instance.clone());
             }
             keep
         });
-        before.saturating_sub(self.instances.len())
+        // Their destructors (the plugin's code) run here, outside the table's locks.
+        let count = expired.len();
+        drop(expired);
+        count
     }
 
     /// Releases every instance of `plugin` (a reload replaced it): Kong starts them again
     /// on the new build.
     pub(crate) fn release_instances_of(&self, plugin: &Arc<PluginEntry>) {
-        self.instances
-            .retain(|_, instance| !Arc::ptr_eq(&instance.plugin, plugin));
+        let mut released = Vec::new();
+        self.instances.retain(|_, instance| {
+            let keep = !Arc::ptr_eq(&instance.plugin, plugin);
+            if !keep {
+                released.push(instance.clone());
+            }
+            keep
+        });
+        // Destructors outside the table's locks.
+        drop(released);
     }
 }

@@ -16,12 +16,15 @@ mod ids;
 mod instance_config;
 mod instances;
 mod plugins;
+mod quarantine;
 mod status;
 
 use std::{
     collections::HashMap,
+    future::Future,
+    pin::Pin,
     sync::{
-        Arc, RwLock,
+        Arc, Mutex, OnceLock, RwLock,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -32,13 +35,14 @@ use rustc_hash::FxBuildHasher;
 use sync_wrapper::SyncWrapper;
 
 pub use events::{
-    CallGate, EventReply, FailureReason, NotAPhase, StartEventError, UnknownInstance,
+    CallGate, EventReply, FailureReason, NotAPhase, StartEventError, UnknownInstance, settle,
 };
 pub use ids::EventIds;
 pub use instance_config::BOOKKEEPING_KEYS;
 pub use instances::{InstanceStatus, StartError};
-pub use plugins::{PluginEntry, PluginSlot, Scope};
-pub use status::{DaemonStatus, PluginStatus};
+pub use plugins::{PluginEntry, PluginSlot, Scope, fingerprint};
+pub use quarantine::QuarantinedConfig;
+pub use status::{DaemonStatus, PluginStatus, StuckHandler};
 
 use crate::waitable::WaitableCount;
 use crate::{loader::LoadedPlugin, metrics::Metrics, settings::Limits};
@@ -71,7 +75,24 @@ pub struct Daemon {
     handing_over: AtomicBool,
     /// Checks PDK calls before they go to Kong (none: every call goes).
     call_gate: Option<Box<dyn CallGate>>,
+    /// Configurations that crashed their worker (process isolation).
+    quarantine: quarantine::Quarantine,
+    /// Requests unanswered past the stuck timeout, as the watchdog last saw them.
+    stuck: Mutex<Vec<StuckHandler>>,
+    /// What `plugin.GetStatus` answers instead of this daemon's own status (a worker of
+    /// process isolation answers with the supervisor's view of every worker).
+    status_source: OnceLock<StatusSource>,
+    /// Told of every configuration a StartInstance names (a worker tells its supervisor,
+    /// so a quarantine can show the configuration).
+    configuration_seen: OnceLock<ConfigurationSeen>,
 }
+
+/// Produces the status `plugin.GetStatus` answers with.
+pub type StatusSource =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = serde_json::Value> + Send>> + Send + Sync>;
+
+/// Told `(plugin, fingerprint, canonical configuration)` at each StartInstance.
+pub type ConfigurationSeen = Box<dyn Fn(&str, u64, &str) + Send + Sync>;
 
 /// Plugins by name, and the slot each name has had (kept across reloads).
 #[derive(Default)]
@@ -97,6 +118,10 @@ impl Daemon {
             shutting_down: AtomicBool::new(false),
             handing_over: AtomicBool::new(false),
             call_gate: None,
+            quarantine: quarantine::Quarantine::default(),
+            stuck: Mutex::new(Vec::new()),
+            status_source: OnceLock::new(),
+            configuration_seen: OnceLock::new(),
         };
         for plugin in plugins {
             daemon.install(plugin);
@@ -113,6 +138,37 @@ impl Daemon {
     /// The process id announced to Kong on every connection.
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// Makes `plugin.GetStatus` answer with what `source` produces (once).
+    pub fn set_status_source(&self, source: StatusSource) {
+        let _ = self.status_source.set(source);
+    }
+
+    /// What `plugin.GetStatus` answers with instead of [`status`](Self::status), if set.
+    pub fn status_source(&self) -> Option<&StatusSource> {
+        self.status_source.get()
+    }
+
+    /// Has `seen` told of every configuration a StartInstance names (once).
+    pub fn on_configuration_seen(&self, seen: ConfigurationSeen) {
+        let _ = self.configuration_seen.set(seen);
+    }
+
+    fn configuration_seen(&self, plugin: &str, fingerprint: u64, canonical: &str) {
+        if let Some(seen) = self.configuration_seen.get() {
+            seen(plugin, fingerprint, canonical);
+        }
+    }
+
+    /// Records the requests the watchdog found stuck.
+    pub fn set_stuck(&self, stuck: Vec<StuckHandler>) {
+        *self.stuck.lock().unwrap_or_else(|e| e.into_inner()) = stuck;
+    }
+
+    /// The requests unanswered past the stuck timeout, as last seen.
+    pub fn stuck(&self) -> Vec<StuckHandler> {
+        self.stuck.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The limits in force.

@@ -3,13 +3,15 @@
 
 use std::{
     collections::HashMap,
+    hash::Hasher,
     sync::{
         Arc, Mutex, Weak,
         atomic::{AtomicU64, Ordering},
     },
 };
 
-use kong_rust_plugin_abi::{ConfiguredBox, Manifest, Phase};
+use kong_rust_plugin_abi::{ConfiguredBox, Manifest, Phase, PluginErrorFfi};
+use tokio::sync::watch;
 
 use crate::{loader::LoadedPlugin, metrics::PluginMetrics};
 
@@ -46,8 +48,9 @@ pub struct PluginEntry {
     loaded: LoadedPlugin,
     slot: PluginSlot,
     /// Constructed plugins by canonical configuration: instances with identical
-    /// configurations share one. Entries die with their last instance.
-    configured: Mutex<HashMap<Arc<str>, Weak<Configured>>>,
+    /// configurations share one. Entries die with their last instance. The lock is held
+    /// only to look up and record, never while plugin code runs.
+    configured: Mutex<HashMap<Arc<str>, Construction>>,
     /// Unix seconds of the last StartInstance (0: never).
     last_start_instance: AtomicU64,
     /// Unix seconds of the last CloseInstance (0: never).
@@ -62,6 +65,23 @@ pub struct Configured {
     /// The configuration, canonical JSON without Kong's bookkeeping keys (shared with the
     /// map key; echoed by InstanceStatus).
     pub config: Arc<str>,
+    /// The configuration's [fingerprint](fingerprint).
+    pub fingerprint: u64,
+}
+
+/// A configuration constructed, or being constructed.
+enum Construction {
+    Ready(Weak<Configured>),
+    /// Concurrent StartInstances of the configuration wait for this one (true when done).
+    Building(watch::Sender<bool>),
+}
+
+/// A stable number for a canonical configuration (the same in every process of the same
+/// build): what the heartbeats record and what process isolation quarantines. Never 0.
+pub fn fingerprint(canonical_config: &str) -> u64 {
+    let mut hasher = rustc_hash::FxHasher::default();
+    hasher.write(canonical_config.as_bytes());
+    hasher.finish().max(1)
 }
 
 impl PluginEntry {
@@ -123,30 +143,163 @@ impl PluginEntry {
     }
 
     /// The constructed plugin for `canonical_config`, built with `construct` unless an
-    /// instance with the same configuration is alive. Holding the lock while constructing
-    /// makes concurrent StartInstances of a new configuration construct it once.
-    pub(crate) fn configured<E>(
+    /// instance with the same configuration is alive. `construct` runs on a thread of its
+    /// own, outside every lock: a constructor that never returns holds up neither the
+    /// connection's event loop, nor other configurations, nor the status. Concurrent
+    /// StartInstances of one new configuration construct it once (the others wait for it;
+    /// if it fails, the next one tries again).
+    pub(crate) async fn configured(
         &self,
         canonical_config: &str,
-        construct: impl FnOnce() -> Result<ConfiguredBox, E>,
-    ) -> Result<Arc<Configured>, E> {
-        let mut configured = self.configured.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(existing) = configured.get(canonical_config).and_then(Weak::upgrade) {
-            return Ok(existing);
+        construct: impl FnOnce() -> Result<ConfiguredBox, PluginErrorFfi> + Send + 'static,
+    ) -> Result<Arc<Configured>, PluginErrorFfi> {
+        let mut construct = Some(construct);
+        loop {
+            let waiting = {
+                let mut configured = self.configured.lock().unwrap_or_else(|e| e.into_inner());
+                match configured.get(canonical_config) {
+                    Some(Construction::Ready(weak)) => match weak.upgrade() {
+                        Some(existing) => return Ok(existing),
+                        None => None,
+                    },
+                    Some(Construction::Building(done)) => Some(done.subscribe()),
+                    None => None,
+                }
+                .or_else(|| {
+                    configured.retain(|_, c| match c {
+                        Construction::Ready(weak) => weak.strong_count() > 0,
+                        Construction::Building(_) => true,
+                    });
+                    configured.insert(
+                        Arc::from(canonical_config),
+                        Construction::Building(watch::channel(false).0),
+                    );
+                    None
+                })
+            };
+            match waiting {
+                // Another StartInstance builds it: wait without holding anything; if it
+                // failed or was abandoned, look again (and maybe build it here).
+                Some(mut done) => {
+                    let _ = done.wait_for(|done| *done).await;
+                }
+                None => {
+                    let construct = construct.take().expect("built once per call");
+                    return self.build(canonical_config, construct).await;
+                }
+            }
         }
-        configured.retain(|_, weak| weak.strong_count() > 0);
+    }
+
+    /// Runs `construct` off this thread and records the result for `canonical_config`.
+    async fn build(
+        &self,
+        canonical_config: &str,
+        construct: impl FnOnce() -> Result<ConfiguredBox, PluginErrorFfi> + Send + 'static,
+    ) -> Result<Arc<Configured>, PluginErrorFfi> {
+        let fingerprint = fingerprint(canonical_config);
+        // Whatever happens (even this future dropped), waiters are released.
+        let finish = Finish {
+            entry: self,
+            key: canonical_config,
+        };
+        let built = construct_off_thread(self.slot, fingerprint, construct).await;
         let config: Arc<str> = Arc::from(canonical_config);
-        let fresh = Arc::new(Configured {
-            handle: construct()?,
-            config: config.clone(),
+        let outcome = built.map(|handle| {
+            Arc::new(Configured {
+                handle,
+                config: config.clone(),
+                fingerprint,
+            })
         });
-        configured.insert(config, Arc::downgrade(&fresh));
-        Ok(fresh)
+        finish.done(outcome.as_ref().ok());
+        outcome
     }
 
     /// How many distinct configurations are constructed and in use.
     pub fn configurations(&self) -> usize {
         let configured = self.configured.lock().unwrap_or_else(|e| e.into_inner());
-        configured.values().filter(|w| w.strong_count() > 0).count()
+        configured
+            .values()
+            .filter(|c| matches!(c, Construction::Ready(w) if w.strong_count() > 0))
+            .count()
     }
+}
+
+/// Ends a construction: records it (or forgets it) and wakes the StartInstances waiting.
+struct Finish<'a> {
+    entry: &'a PluginEntry,
+    key: &'a str,
+}
+
+impl Finish<'_> {
+    fn done(self, built: Option<&Arc<Configured>>) {
+        let mut configured = self
+            .entry
+            .configured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let waiting = match built {
+            Some(fresh) => configured.insert(
+                fresh.config.clone(),
+                Construction::Ready(Arc::downgrade(fresh)),
+            ),
+            None => configured.remove(self.key),
+        };
+        drop(configured);
+        if let Some(Construction::Building(done)) = waiting {
+            let _ = done.send(true);
+        }
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Finish<'_> {
+    fn drop(&mut self) {
+        // Abandoned before it finished: let a waiter build it.
+        let waiting = self
+            .entry
+            .configured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(self.key);
+        if let Some(Construction::Building(done)) = waiting {
+            let _ = done.send(true);
+        }
+    }
+}
+
+/// Runs a constructor on a thread of its own (with a heartbeat naming it, for the
+/// watchdog and process isolation's poison detection), and awaits its result.
+async fn construct_off_thread(
+    slot: PluginSlot,
+    fingerprint: u64,
+    construct: impl FnOnce() -> Result<ConfiguredBox, PluginErrorFfi> + Send + 'static,
+) -> Result<ConfiguredBox, PluginErrorFfi> {
+    let (sender, result) = tokio::sync::oneshot::channel();
+    let ours = Arc::new(Mutex::new(Some(construct)));
+    let theirs = ours.clone();
+    let spawned = std::thread::Builder::new()
+        .name("constructor".into())
+        .spawn(move || {
+            let Some(construct) = theirs.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+                return;
+            };
+            let _lease = crate::heartbeat::lease();
+            let _busy = crate::heartbeat::constructing(slot.0, fingerprint);
+            let _ = sender.send(construct());
+        });
+    if let Err(err) = spawned {
+        tracing::warn!("cannot start a constructor thread ({err}); constructing here");
+        let construct = ours.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let construct = construct.expect("the thread never started");
+        let _busy = crate::heartbeat::constructing(slot.0, fingerprint);
+        return construct();
+    }
+    result.await.unwrap_or_else(|_| {
+        Err(PluginErrorFfi {
+            message: "the constructor's thread ended without a result".into(),
+            panicked: true,
+        })
+    })
 }

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, time::UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::{Daemon, InstanceStatus};
+use super::{Daemon, InstanceStatus, QuarantinedConfig};
 
 /// The daemon as a whole.
 #[derive(Debug, Clone, Serialize)]
@@ -17,8 +17,30 @@ pub struct DaemonStatus {
     pub live_events: usize,
     /// Whether it is shutting down (finishing what it has, handing the rest over).
     pub draining: bool,
+    /// Where plugin code runs: `none` (this process) or `process` (workers).
+    pub isolation: &'static str,
     /// Every plugin by name.
     pub plugins: BTreeMap<String, PluginStatus>,
+    /// Requests unanswered past the stuck timeout.
+    pub stuck: Vec<StuckHandler>,
+    /// Configurations quarantined after crashing their worker (process isolation).
+    pub quarantined: Vec<QuarantinedConfig>,
+}
+
+/// A request whose handler has not answered within the stuck timeout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct StuckHandler {
+    /// The plugin (`?` when the socket serves every plugin and it is not known).
+    pub plugin: String,
+    /// The phase, or `constructor` for a StartInstance.
+    pub phase: String,
+    /// `HandleEvent`, `Step`, `StartInstance`.
+    pub request: String,
+    /// The event id (Step), the instance id (HandleEvent) or 0.
+    pub subject: u64,
+    /// Seconds it has waited.
+    pub seconds: u64,
 }
 
 /// One plugin.
@@ -55,6 +77,10 @@ pub struct PluginStatus {
     pub abandoned: u64,
     /// Events freed early to make room in a full instance budget.
     pub evicted: u64,
+    /// Its requests unanswered past the stuck timeout, now.
+    pub stuck: usize,
+    /// Instances of quarantined configurations.
+    pub quarantined_instances: usize,
 }
 
 impl Daemon {
@@ -65,6 +91,7 @@ impl Daemon {
                 .map(|d| d.as_secs())
                 .unwrap_or(0)
         };
+        let stuck = self.stuck();
         let plugins = self
             .plugins()
             .into_iter()
@@ -88,6 +115,8 @@ impl Daemon {
                     panics: metrics.panics(),
                     abandoned: metrics.abandoned(),
                     evicted: metrics.evicted(),
+                    stuck: stuck.iter().filter(|s| s.plugin == entry.name()).count(),
+                    quarantined_instances: self.quarantined_instances_of(entry.name()),
                 };
                 (entry.name().to_owned(), status)
             })
@@ -96,7 +125,10 @@ impl Daemon {
             pid: self.pid,
             live_events: self.live_events(),
             draining: self.is_shutting_down(),
+            isolation: "none",
             plugins,
+            stuck,
+            quarantined: self.quarantined(),
         }
     }
 }

@@ -165,8 +165,39 @@ impl Channel {
         }
     }
 
+    /// A connected pair (a supervisor and its worker process: see
+    /// [`crate::isolation`]).
+    pub fn pair() -> Result<(Channel, Channel), HandoverError> {
+        let (a, b) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )?;
+        Ok((Channel { socket: a }, Channel { socket: b }))
+    }
+
+    /// The channel over `socket` (one end of a [`pair`](Self::pair), inherited).
+    pub fn from_fd(socket: OwnedFd) -> Channel {
+        Channel { socket }
+    }
+
+    /// The socket, to hand to a child process.
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+
     /// Sends `message`, with `fd` attached if given.
     pub fn send(&self, message: &Message, fd: Option<&OwnedFd>) -> Result<(), HandoverError> {
+        self.send_json(message, fd)
+    }
+
+    /// Sends any message as JSON, with `fd` attached if given.
+    pub fn send_json<M: Serialize>(
+        &self,
+        message: &M,
+        fd: Option<&OwnedFd>,
+    ) -> Result<(), HandoverError> {
         let text =
             serde_json::to_vec(message).map_err(|e| HandoverError::Protocol(e.to_string()))?;
         let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
@@ -195,6 +226,14 @@ impl Channel {
 
     /// Receives a message and its descriptor, if any. `Ok(None)` when the peer closed.
     pub fn receive(&self) -> Result<Option<(Message, Option<OwnedFd>)>, HandoverError> {
+        self.receive_json()
+    }
+
+    /// Receives any JSON message and its descriptor, if any. `Ok(None)` when the peer
+    /// closed.
+    pub fn receive_json<M: serde::de::DeserializeOwned>(
+        &self,
+    ) -> Result<Option<(M, Option<OwnedFd>)>, HandoverError> {
         let mut buffer = vec![0u8; MESSAGE];
         let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
         let mut ancillary = RecvAncillaryBuffer::new(&mut space);

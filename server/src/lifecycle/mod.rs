@@ -7,6 +7,7 @@
 
 pub mod handover;
 pub mod housekeeping;
+pub mod node;
 pub mod reload;
 pub mod serve_lock;
 
@@ -22,15 +23,17 @@ use signal_hook::{
 };
 
 use crate::{
-    admin::{self, MetricsSource},
+    admin,
     daemon::{Daemon, Scope},
+    isolation::supervisor::Supervisor,
     loader::{self, LoadError, LoadOptions},
-    metrics::{Gauges, PluginGauge},
+    probe::Probe,
     serving::{Handed, Serving, ServingOptions, Threading},
-    settings::Settings,
+    settings::{Isolation, Settings},
     sockets::{self, Replace, SocketAccess},
 };
 use handover::{Channel, ChannelListener, HandoverError, Message};
+use node::{InProcess, Node, NodeMetrics};
 use serve_lock::{Acquired, ServeLock};
 
 /// Why the daemon could not serve.
@@ -107,6 +110,11 @@ pub fn run(settings: &Settings) -> Result<(), LifecycleError> {
     let options = LoadOptions {
         copy_dir: Some(settings.kong_prefix.join(".kong-rust-pluginserver-libs")),
         allow_insecure: settings.allow_insecure_plugins,
+        // A library that crashes or hangs when loaded is refused instead of stopping the
+        // daemon (and every other plugin).
+        probe: Some(Probe {
+            timeout: settings.probe_timeout,
+        }),
     };
     // Fail fast on an unusable directory, before waiting for the lock.
     loader::plugin_files(&settings.plugins_directory, &options)?;
@@ -132,7 +140,116 @@ pub fn run(settings: &Settings) -> Result<(), LifecycleError> {
     let copy_dir = options.copy_dir.as_deref().expect("set above");
     create_dir(copy_dir, Some(0o700))?;
     // Load now, not before the wait: a standby that takes over serves current files.
-    let scan = loader::scan(&settings.plugins_directory, &options)?;
+    let node: Arc<dyn Node> = match settings.isolation {
+        Isolation::None => in_process(settings, &options)?,
+        Isolation::Process => Supervisor::start(settings, &options, access)?,
+    };
+    let replace = match &role.predecessor {
+        Some((_, pid)) => Replace::Predecessor(*pid),
+        None => Replace::StaleOnly,
+    };
+    let served = bind_sockets(settings, &*node, access, replace)?;
+    let channel = ChannelListener::bind(&channel_path)?;
+    accept_successors(channel, wake.clone())?;
+    if let Some((predecessor, pid)) = role.predecessor.take() {
+        adopt_from(predecessor, pid, served, node.clone())?;
+    }
+    if let Some(addr) = settings.metrics_listen {
+        admin::serve(addr, Arc::new(NodeMetrics(node.clone())))
+            .map_err(start_error("the metrics listener"))?;
+    }
+
+    let mut shutdown: Option<Instant> = None;
+    let mut successor: Option<std::thread::JoinHandle<()>> = None;
+    let mut events_done = false;
+    loop {
+        let wake = match shutdown {
+            None => woken.recv().ok(),
+            Some(deadline) => woken.recv_timeout(deadline_left(deadline)).ok(),
+        };
+        let Some(wake) = wake else { break };
+        match wake {
+            Wake::Signal(SIGHUP) => {
+                if shutdown.is_some() {
+                    continue;
+                }
+                tracing::info!(
+                    "SIGHUP: rescanning {}",
+                    settings.plugins_directory.display()
+                );
+                let reloaded = node.reload(access, &options);
+                tracing::info!(
+                    "reload done: {} added, {} upgraded, {} failed",
+                    reloaded.added.len(),
+                    reloaded.upgraded.len(),
+                    reloaded.failed
+                );
+            }
+            Wake::Signal(_) => {
+                if shutdown.is_none() {
+                    // Free the lock at once: a standby that takes it takes over from us.
+                    drop(role.lock.take());
+                    shutdown = Some(begin_shutdown(&node, settings, &wake_for_drain)?);
+                }
+            }
+            Wake::Successor(channel) => {
+                if successor.is_some() {
+                    let _ = channel.send(
+                        &Message::Refused {
+                            reason: "already handing over to another daemon".into(),
+                        },
+                        None,
+                    );
+                    continue;
+                }
+                match hand_over(channel, role.lock.take(), &node) {
+                    Ok(sender) => {
+                        successor = Some(sender);
+                        if shutdown.is_none() {
+                            shutdown = Some(begin_shutdown(&node, settings, &wake_for_drain)?);
+                        }
+                        if events_done {
+                            node.hand_over_idle();
+                        }
+                    }
+                    Err(err) => tracing::error!("a successor failed to take over: {err}"),
+                }
+            }
+            Wake::EventsDone => {
+                events_done = true;
+                if successor.is_some() {
+                    tracing::info!("every event of this daemon finished; handing over the rest");
+                    node.hand_over_idle();
+                }
+            }
+            Wake::ConnectionsDone => break,
+            Wake::Locked(_) => {}
+        }
+    }
+    let left = node.live_events();
+    if left > 0 {
+        tracing::warn!(
+            "stopped with {left} events unfinished after {}s",
+            settings.drain_timeout.as_secs()
+        );
+    }
+    if let Some(sender) = successor {
+        // Whatever is still open goes too, then the channel says done.
+        node.hand_over_idle();
+        node.wait_for_connections(Instant::now() + Duration::from_secs(2));
+        node.finish();
+        node.end_hand_over();
+        let _ = sender.join();
+    } else {
+        node.finish();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Loads every plugin into this process and starts serving them (`--isolation none`).
+fn in_process(settings: &Settings, options: &LoadOptions) -> Result<Arc<dyn Node>, LifecycleError> {
+    let scan = loader::scan(&settings.plugins_directory, options)?;
     for failure in &scan.failures {
         tracing::error!("skipped: {failure}");
     }
@@ -156,125 +273,14 @@ pub fn run(settings: &Settings) -> Result<(), LifecycleError> {
     let daemon = Arc::new(Daemon::new(scan.plugins.into_values(), settings.limits));
     let serving = Serving::new(daemon.clone(), serving_options(settings))
         .map_err(start_error("the event loops"))?;
-    let replace = match &role.predecessor {
-        Some((_, pid)) => Replace::Predecessor(*pid),
-        None => Replace::StaleOnly,
-    };
-    let served = bind_sockets(settings, &daemon, &serving, access, replace)?;
-    let channel = ChannelListener::bind(&channel_path)?;
-    accept_successors(channel, wake.clone())?;
-    if let Some((predecessor, pid)) = role.predecessor.take() {
-        adopt_from(predecessor, pid, served, serving.clone())?;
-    }
-    if let Some(addr) = settings.metrics_listen {
-        let view = Arc::new(MetricsView {
-            daemon: daemon.clone(),
-            serving: serving.clone(),
-        });
-        admin::serve(addr, view).map_err(start_error("the metrics listener"))?;
-    }
     housekeeping::start(daemon.clone(), settings.instance_idle_timeout)
         .map_err(start_error("the housekeeping thread"))?;
-
-    let mut shutdown: Option<Instant> = None;
-    let mut successor: Option<std::thread::JoinHandle<()>> = None;
-    let mut events_done = false;
-    loop {
-        let wake = match shutdown {
-            None => woken.recv().ok(),
-            Some(deadline) => woken.recv_timeout(deadline_left(deadline)).ok(),
-        };
-        let Some(wake) = wake else { break };
-        match wake {
-            Wake::Signal(SIGHUP) => {
-                if shutdown.is_some() {
-                    continue;
-                }
-                tracing::info!(
-                    "SIGHUP: rescanning {}",
-                    settings.plugins_directory.display()
-                );
-                let reloaded = reload::reload(
-                    &serving,
-                    &settings.plugins_directory,
-                    &settings.kong_prefix,
-                    access,
-                    &options,
-                );
-                tracing::info!(
-                    "reload done: {} added, {} upgraded, {} failed",
-                    reloaded.added.len(),
-                    reloaded.upgraded.len(),
-                    reloaded.failed
-                );
-            }
-            Wake::Signal(_) => {
-                if shutdown.is_none() {
-                    // Free the lock at once: a standby that takes it takes over from us.
-                    drop(role.lock.take());
-                    shutdown = Some(begin_shutdown(
-                        &daemon,
-                        &serving,
-                        settings,
-                        &wake_for_drain,
-                    )?);
-                }
-            }
-            Wake::Successor(channel) => {
-                if successor.is_some() {
-                    let _ = channel.send(
-                        &Message::Refused {
-                            reason: "already handing over to another daemon".into(),
-                        },
-                        None,
-                    );
-                    continue;
-                }
-                match hand_over(channel, role.lock.take(), &serving) {
-                    Ok(sender) => {
-                        successor = Some(sender);
-                        if shutdown.is_none() {
-                            shutdown = Some(begin_shutdown(
-                                &daemon,
-                                &serving,
-                                settings,
-                                &wake_for_drain,
-                            )?);
-                        }
-                        if events_done {
-                            serving.hand_over_idle();
-                        }
-                    }
-                    Err(err) => tracing::error!("a successor failed to take over: {err}"),
-                }
-            }
-            Wake::EventsDone => {
-                events_done = true;
-                if successor.is_some() {
-                    tracing::info!("every event of this daemon finished; handing over the rest");
-                    serving.hand_over_idle();
-                }
-            }
-            Wake::ConnectionsDone => break,
-            Wake::Locked(_) => {}
-        }
-    }
-    let left = daemon.live_events();
-    if left > 0 {
-        tracing::warn!(
-            "stopped with {left} events unfinished after {}s",
-            settings.drain_timeout.as_secs()
-        );
-    }
-    if let Some(sender) = successor {
-        // Whatever is still open goes too, then the channel says done.
-        serving.hand_over_idle();
-        serving.wait_for_connections(Instant::now() + Duration::from_secs(2));
-        serving.end_hand_over();
-        let _ = sender.join();
-    }
-    tracing::info!("stopped");
-    Ok(())
+    Ok(Arc::new(InProcess {
+        daemon,
+        serving,
+        plugins_directory: settings.plugins_directory.clone(),
+        kong_prefix: settings.kong_prefix.clone(),
+    }))
 }
 
 fn deadline_left(deadline: Instant) -> Duration {
@@ -297,6 +303,8 @@ fn serving_options(settings: &Settings) -> ServingOptions {
         max_connections: settings.limits.max_connections,
         max_connections_per_plugin: settings.max_connections_per_plugin,
         slow_handler: settings.slow_handler,
+        stuck_timeout: settings.stuck_timeout,
+        board: None,
     }
 }
 
@@ -305,18 +313,13 @@ fn serving_options(settings: &Settings) -> ServingOptions {
 /// names bound.
 fn bind_sockets(
     settings: &Settings,
-    daemon: &Daemon,
-    serving: &Serving,
+    node: &dyn Node,
     access: SocketAccess,
     replace: Replace,
 ) -> Result<Vec<String>, LifecycleError> {
     let mut bound = Vec::new();
-    let mut names: Vec<(String, Scope)> = daemon
-        .plugins()
-        .iter()
-        .map(|p| (p.name().to_owned(), Scope::One(p.slot())))
-        .collect();
-    if daemon.plugin(sockets::SHARED_SOCKET).is_none() {
+    let mut names: Vec<(String, Scope)> = node.sockets();
+    if !names.iter().any(|(name, _)| name == sockets::SHARED_SOCKET) {
         names.push((sockets::EVERY_PLUGIN.to_owned(), Scope::All));
     }
     for (name, scope) in names {
@@ -328,7 +331,7 @@ fn bind_sockets(
         match sockets::bind(&settings.kong_prefix, file_name, scope, access, replace) {
             Ok(mut socket) => {
                 socket.plugin = name.clone();
-                serving.listen(socket).map_err(start_error("accepting"))?;
+                node.listen(socket).map_err(start_error("accepting"))?;
                 bound.push(name);
             }
             Err(err) if name == sockets::EVERY_PLUGIN => {
@@ -444,7 +447,7 @@ fn adopt_from(
     channel: Channel,
     pid: u32,
     plugins: Vec<String>,
-    serving: Arc<Serving>,
+    node: Arc<dyn Node>,
 ) -> Result<(), LifecycleError> {
     channel.send(&Message::Ready { plugins }, None)?;
     tracing::info!("serving; the daemon before (pid {pid}) hands over its connections");
@@ -462,7 +465,7 @@ fn adopt_from(
                                 return;
                             }
                         };
-                        serving.adopt(std::os::unix::net::UnixStream::from(fd), &plugin, pending);
+                        node.adopt(std::os::unix::net::UnixStream::from(fd), &plugin, pending);
                         adopted += 1;
                     }
                     Ok(Some((Message::Done, _))) | Ok(None) => {
@@ -515,7 +518,7 @@ fn accept_successors(
 fn hand_over(
     channel: Channel,
     lock: Option<ServeLock>,
-    serving: &Arc<Serving>,
+    node: &Arc<dyn Node>,
 ) -> Result<std::thread::JoinHandle<()>, HandoverError> {
     let pid = std::process::id();
     match channel.receive()? {
@@ -539,7 +542,7 @@ fn hand_over(
         "a successor serves {} now; finishing this daemon's events and handing over the rest",
         plugins.join(", ")
     );
-    serving.stop_accepting(&plugins);
+    node.stop_accepting(&plugins);
     let (handed, to_send) = mpsc::channel::<Handed>();
     let sender = std::thread::Builder::new()
         .name("handing-over".into())
@@ -561,7 +564,7 @@ fn hand_over(
             tracing::info!("handed {sent} connections over");
             let _ = channel.send(&Message::Done, None);
         })?;
-    serving.hand_over_to(handed);
+    node.hand_over_to(handed);
     Ok(sender)
 }
 
@@ -571,27 +574,26 @@ fn hand_over(
 /// the main thread when the events are done, then when the connections are (handed over,
 /// or closed by Kong). Returns the deadline.
 fn begin_shutdown(
-    daemon: &Arc<Daemon>,
-    serving: &Arc<Serving>,
+    node: &Arc<dyn Node>,
     settings: &Settings,
     wake: &mpsc::Sender<Wake>,
 ) -> Result<Instant, LifecycleError> {
-    daemon.begin_shutdown();
+    node.begin_shutdown();
     tracing::info!(
         "shutting down: finishing {} events in flight (at most {}s)",
-        daemon.live_events(),
+        node.live_events(),
         settings.drain_timeout.as_secs()
     );
     let deadline = Instant::now() + settings.drain_timeout;
-    let (daemon, serving, wake) = (daemon.clone(), serving.clone(), wake.clone());
+    let (node, wake) = (node.clone(), wake.clone());
     std::thread::Builder::new()
         .name("drain".into())
         .spawn(move || {
-            daemon.wait_for_events(deadline);
+            node.wait_for_events(deadline);
             if wake.send(Wake::EventsDone).is_err() {
                 return;
             }
-            if serving.wait_for_connections(deadline) == 0 {
+            if node.wait_for_connections(deadline) == 0 {
                 let _ = wake.send(Wake::ConnectionsDone);
             }
         })
@@ -664,31 +666,4 @@ fn resolve_group(group: &str) -> Result<u32, LifecycleError> {
     }
     // SAFETY: non-null result of getgrnam.
     Ok(unsafe { (*entry).gr_gid })
-}
-
-/// The metrics endpoint's view of a running daemon.
-struct MetricsView {
-    daemon: Arc<Daemon>,
-    serving: Arc<Serving>,
-}
-
-impl MetricsSource for MetricsView {
-    fn render_metrics(&self) -> String {
-        let gauges = Gauges {
-            events_in_flight: self.daemon.live_events(),
-            connections: self.serving.connections(),
-            plugins: self
-                .daemon
-                .plugins()
-                .iter()
-                .map(|plugin| PluginGauge {
-                    name: plugin.name().to_owned(),
-                    version: plugin.manifest().version.clone(),
-                    file: plugin.loaded().path.display().to_string(),
-                    instances: self.daemon.instance_count(plugin),
-                })
-                .collect(),
-        };
-        self.daemon.metrics().render(&gauges)
-    }
 }

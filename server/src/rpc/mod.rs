@@ -14,7 +14,7 @@ mod step;
 use kong_rust_pluginserver_protocol::{Request, decode::Reader, encode, for_each_entry};
 
 pub use close_instance::CloseInstance;
-pub use error::RpcError;
+pub use error::{RpcError, defuse_instance_phrase};
 pub use get_plugin_info::GetPluginInfo;
 pub use handle_event::HandleEvent;
 pub use instance_status::InstanceStatus;
@@ -71,11 +71,11 @@ impl<'a> Rpc<'a> {
                 rpc.apply(daemon, scope, msgid, out).await;
                 Ok(())
             }
-            Rpc::StartInstance(rpc) => rpc.apply(daemon, scope, msgid, out),
+            Rpc::StartInstance(rpc) => rpc.apply(daemon, scope, msgid, out).await,
             Rpc::CloseInstance(rpc) => rpc.apply(daemon, scope, msgid, out),
             Rpc::InstanceStatus(rpc) => rpc.apply(daemon, scope, msgid, out),
             Rpc::GetPluginInfo(rpc) => rpc.apply(daemon, scope, msgid, out),
-            Rpc::GetStatus => get_status::apply(daemon, msgid, out),
+            Rpc::GetStatus => get_status::apply(daemon, msgid, out).await,
         };
         if let Err(err) = result {
             out.truncate(start);
@@ -93,7 +93,7 @@ pub async fn respond(daemon: &Daemon, scope: &Scope, request: &Request<'_>, out:
 }
 
 /// Writes a StepData response: `{"EventId", "Data"}` for `reply`.
-fn write_step_data(out: &mut Vec<u8>, msgid: u64, event_id: u64, reply: EventReply<'_>) {
+pub fn write_step_data(out: &mut Vec<u8>, msgid: u64, event_id: u64, reply: EventReply<'_>) {
     encode::ok_header(out, msgid);
     match reply {
         EventReply::Call { method, args } => encode::step_call(out, event_id, method, args),

@@ -35,14 +35,14 @@ impl<'a> StartInstance<'a> {
     }
 
     /// Starts the instance and writes its status.
-    pub fn apply(
+    pub async fn apply(
         self,
         daemon: &Daemon,
         scope: &Scope,
         msgid: u64,
         out: &mut Vec<u8>,
     ) -> Result<(), RpcError> {
-        let status = daemon.start_instance(scope, self.name, self.config)?;
+        let status = daemon.start_instance(scope, self.name, self.config).await?;
         encode::ok_header(out, msgid);
         encode::value(out, &status);
         Ok(())

@@ -25,7 +25,7 @@ use super::{Admission, Handed, Shared, registry::Registry};
 use crate::{
     connection::{self, Context, Read, Served, Transport},
     daemon::Scope,
-    heartbeat::{self, Heartbeat},
+    heartbeat,
 };
 
 /// What a loop is told to do.
@@ -57,14 +57,13 @@ pub(crate) struct Incoming {
 /// A running loop, as the rest of the daemon sees it.
 pub(crate) struct EventLoop {
     commands: mpsc::UnboundedSender<Command>,
-    pub(crate) heartbeat: &'static Heartbeat,
 }
 
 impl EventLoop {
     /// Starts a loop thread named `name`.
     pub(crate) fn start(name: String, shared: Arc<Shared>) -> io::Result<EventLoop> {
         let (commands, mut receiver) = mpsc::unbounded_channel::<Command>();
-        let heartbeat = heartbeat::new_heartbeat();
+        let heartbeat = heartbeat::labelled(name.clone());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
@@ -100,10 +99,7 @@ impl EventLoop {
                 }
             });
         })?;
-        Ok(EventLoop {
-            commands,
-            heartbeat,
-        })
+        Ok(EventLoop { commands })
     }
 
     /// Sends `command`; false if the loop has stopped.
@@ -196,7 +192,7 @@ async fn serve(incoming: Incoming, shared: Arc<Shared>, registry: Rc<Registry>) 
         plugin,
         scope,
         pending,
-        admission,
+        mut admission,
     } = incoming;
     let stream = match stream
         .set_nonblocking(true)
@@ -218,10 +214,14 @@ async fn serve(incoming: Incoming, shared: Arc<Shared>, registry: Rc<Registry>) 
         daemon: &shared.daemon,
         scope: &scope,
         budget: &shared.budget,
+        slot: admission.tracked.as_ref().map(|t| t.slot()),
     };
     let served = connection::serve(&mut transport, &cx, pending, false).await;
     registry.remove(slot);
     if let Served::HandOver { pending } = served {
+        if let Some(tracked) = &mut admission.tracked {
+            tracked.handed_over();
+        }
         match transport.stream.into_std() {
             Ok(stream) => shared.hand_over(Handed {
                 stream,

@@ -14,6 +14,7 @@ pub mod budget;
 mod loops;
 mod registry;
 mod threads;
+pub mod tracking;
 mod watchdog;
 
 use std::{
@@ -31,9 +32,11 @@ use std::{
 use budget::BufferBudget;
 use loops::{Command, EventLoop, Incoming};
 use tokio::sync::Notify;
+use tracking::Tracked;
 
 use crate::{
     daemon::{Daemon, Scope},
+    isolation::board::Board,
     sockets::PluginSocket,
     waitable::WaitableCount,
 };
@@ -76,6 +79,11 @@ pub struct ServingOptions {
     pub max_connections_per_plugin: usize,
     /// A plugin handler that holds its event loop longer than this is named in the log.
     pub slow_handler: Duration,
+    /// A request handled longer than this is named as stuck; `None`: never.
+    pub stuck_timeout: Option<Duration>,
+    /// Where connections record what they do: the supervisor's shared board (process
+    /// isolation); `None`: a board of this process, with a slot per allowed connection.
+    pub board: Option<Arc<Board>>,
 }
 
 impl Default for ServingOptions {
@@ -88,6 +96,8 @@ impl Default for ServingOptions {
             max_connections: 16_384,
             max_connections_per_plugin: 8_192,
             slow_handler: Duration::from_millis(100),
+            stuck_timeout: Some(Duration::from_secs(30)),
+            board: None,
         }
     }
 }
@@ -106,6 +116,7 @@ pub struct Handed {
 pub(crate) struct Shared {
     daemon: Arc<Daemon>,
     budget: BufferBudget,
+    board: Arc<Board>,
     options: ServingOptions,
     connections: WaitableCount,
     per_plugin: Mutex<HashMap<Arc<str>, Arc<AtomicUsize>>>,
@@ -113,10 +124,12 @@ pub(crate) struct Shared {
     handing_over_idle: AtomicBool,
 }
 
-/// A connection's place in the limits, given back when dropped.
+/// A connection's place in the limits (and its slot on the board), given back when
+/// dropped.
 pub(crate) struct Admission {
     total: Arc<Shared>,
     plugin: Arc<AtomicUsize>,
+    pub(crate) tracked: Option<Tracked>,
 }
 
 impl Drop for Admission {
@@ -142,6 +155,7 @@ impl Shared {
         let admission = Admission {
             total: self.clone(),
             plugin: counter,
+            tracked: None,
         };
         if total >= self.options.max_connections {
             tracing::warn!(
@@ -159,6 +173,8 @@ impl Shared {
             );
             return None;
         }
+        let mut admission = admission;
+        admission.tracked = Tracked::local(&self.board);
         Some(admission)
     }
 
@@ -205,15 +221,23 @@ pub struct Serving {
     loops: Mutex<HashMap<Arc<str>, Arc<Vec<EventLoop>>>>,
     next_loop: AtomicUsize,
     accepting: Mutex<HashMap<String, Accepting>>,
-    watchdog: Arc<watchdog::Watchdog>,
 }
 
 impl Serving {
     /// Serving for `daemon`, listening nowhere yet.
     pub fn new(daemon: Arc<Daemon>, options: ServingOptions) -> io::Result<Arc<Serving>> {
-        let watchdog = watchdog::Watchdog::start(daemon.clone(), options.slow_handler)?;
+        let board = options.board.clone().unwrap_or_else(|| {
+            Arc::new(Board::in_process(options.max_connections.min(1 << 20) + 1))
+        });
+        watchdog::start(
+            daemon.clone(),
+            board.clone(),
+            options.slow_handler,
+            options.stuck_timeout,
+        )?;
         Ok(Arc::new(Serving {
             shared: Arc::new(Shared {
+                board,
                 budget: BufferBudget::new(options.max_buffered),
                 daemon,
                 options,
@@ -225,7 +249,6 @@ impl Serving {
             loops: Mutex::new(HashMap::new()),
             next_loop: AtomicUsize::new(0),
             accepting: Mutex::new(HashMap::new()),
-            watchdog,
         }))
     }
 
@@ -263,12 +286,7 @@ impl Serving {
             Threading::ThreadPerConnection => 1,
         };
         let started = (0..per_plugin)
-            .map(|i| {
-                let event_loop =
-                    EventLoop::start(format!("loop-{plugin}-{i}"), self.shared.clone())?;
-                self.watchdog.watch(event_loop.heartbeat, plugin.clone());
-                Ok(event_loop)
-            })
+            .map(|i| EventLoop::start(format!("loop-{plugin}-{i}"), self.shared.clone()))
             .collect::<io::Result<Vec<_>>>()?;
         let started = Arc::new(started);
         loops.insert(plugin.clone(), started.clone());
@@ -323,12 +341,25 @@ impl Serving {
     /// Serves a connection a predecessor handed over (`plugin` as it named the socket),
     /// with the bytes it had read.
     pub fn adopt(&self, stream: UnixStream, plugin: &str, pending: Vec<u8>) {
+        self.adopt_tracked(stream, plugin, pending, None);
+    }
+
+    /// Like [`adopt`](Self::adopt), recording what the connection does in `tracked` (a
+    /// slot the supervisor assigned) instead of a slot of this process.
+    pub fn adopt_tracked(
+        &self,
+        stream: UnixStream,
+        plugin: &str,
+        pending: Vec<u8>,
+        tracked: Option<Tracked>,
+    ) {
         let scope = if plugin == crate::sockets::EVERY_PLUGIN {
             Scope::All
         } else {
             match self.shared.daemon.scope_of(plugin) {
                 Some(scope) => scope,
                 None => {
+                    drop(tracked);
                     tracing::warn!(
                         plugin,
                         "a handed-over connection for a plugin this daemon does not serve; closing it"
@@ -338,9 +369,12 @@ impl Serving {
             }
         };
         let plugin: Arc<str> = Arc::from(plugin);
-        let Some(admission) = self.shared.admit(&plugin) else {
+        let Some(mut admission) = self.shared.admit(&plugin) else {
             return;
         };
+        if tracked.is_some() {
+            admission.tracked = tracked;
+        }
         match self.shared.options.threading {
             Threading::PluginLoops { .. } => match self.some_loop_of(&plugin) {
                 Ok((loops, i)) => {

@@ -102,7 +102,7 @@ fn serve(
     plugin: Arc<str>,
     scope: Scope,
     pending: Vec<u8>,
-    admission: Admission,
+    mut admission: Admission,
     shared: Arc<Shared>,
 ) {
     if let Err(err) = stream
@@ -120,13 +120,19 @@ fn serve(
         idle,
         message,
     };
+    // A heartbeat for this connection's thread, so a handler running here is named too.
+    let _heartbeat = crate::heartbeat::lease();
     let cx = Context {
         daemon: &shared.daemon,
         scope: &scope,
         budget: &shared.budget,
+        slot: admission.tracked.as_ref().map(|t| t.slot()),
     };
     let served = crate::wait::block_on(connection::serve(&mut transport, &cx, pending, false));
     if let Served::HandOver { pending } = served {
+        if let Some(tracked) = &mut admission.tracked {
+            tracked.handed_over();
+        }
         shared.hand_over(Handed {
             stream: transport.stream,
             plugin,

@@ -1,0 +1,247 @@
+//! Answering, in a dead worker's place, the requests it was handling.
+//!
+//! Kong's MsgPack:1 client treats a closed connection like any error: it logs it and
+//! proxies the request without the plugin. So when a worker dies, the supervisor (which
+//! holds a copy of every connection's descriptor) reads the worker's board and answers each
+//! request that was being handled, on its own connection, as the daemon answers a failed
+//! handler: `kong.response.error(500)` as StepData (`kong.response.exit(500)` in preread;
+//! "ret" where the request cannot be ended or the plugin fails open), encoded by the
+//! daemon's own encoder. A StartInstance gets an error (Kong 3.1+ then answers the request
+//! with 500). A connection caught in the middle of a message (part of a request read, or
+//! part of a response written) cannot be repaired and is closed.
+
+use std::{os::fd::OwnedFd, time::Duration};
+
+use kong_rust_plugin_abi::OnFailure;
+use kong_rust_pluginserver_protocol::encode;
+
+use crate::{
+    daemon::{EventIds, EventReply, FailureReason, settle},
+    isolation::board::{ConnState, RequestKind, SlotView},
+    rpc::{defuse_instance_phrase, write_step_data},
+};
+
+/// What became of a connection of a dead worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing was in flight on it: it goes to the next worker.
+    Idle,
+    /// Its request was answered: the request ends (or continues, failing open).
+    Answered(&'static str),
+    /// It was in the middle of a message and is closed.
+    Closed,
+}
+
+/// The answer to the request of `view` (a worker handling it died), if it can have one.
+pub fn answer(
+    view: &SlotView,
+    plugin: &str,
+    policy: OnFailure,
+    cause: &str,
+    event_ids: &EventIds,
+) -> Option<(Vec<u8>, &'static str)> {
+    let mut out = Vec::with_capacity(128);
+    let msgid = view.msgid;
+    match (view.kind, view.phase) {
+        (RequestKind::HandleEvent | RequestKind::Step, Some(phase)) => {
+            let event_id = match view.kind {
+                RequestKind::Step => view.subject,
+                _ => event_ids.next(phase),
+            };
+            let reply = settle(FailureReason::Crashed, phase, policy);
+            let action = match reply {
+                EventReply::EndRequest { .. } => "ended_request",
+                _ => "continued",
+            };
+            write_step_data(&mut out, msgid, event_id, reply);
+            Some((out, action))
+        }
+        (RequestKind::StartInstance, _) => {
+            let message = format!(
+                "plugin {plugin}: its worker process died while starting this instance ({cause})"
+            );
+            encode::error(&mut out, msgid, &defuse_instance_phrase(&message));
+            Some((out, "error_reply"))
+        }
+        _ => {
+            let message = format!(
+                "plugin {plugin}: its worker process died while handling this request ({cause})"
+            );
+            encode::error(&mut out, msgid, &defuse_instance_phrase(&message));
+            Some((out, "error_reply"))
+        }
+    }
+}
+
+/// Settles one connection of a dead worker: answers its request if one was being handled,
+/// closes it if it was in the middle of a message.
+pub fn settle_connection(
+    connection: &OwnedFd,
+    view: &SlotView,
+    plugin: &str,
+    policy: OnFailure,
+    cause: &str,
+    event_ids: &EventIds,
+) -> Outcome {
+    match view.state {
+        ConnState::Free | ConnState::Idle => Outcome::Idle,
+        ConnState::Reading | ConnState::Writing => {
+            let _ = rustix::net::shutdown(connection, rustix::net::Shutdown::Both);
+            Outcome::Closed
+        }
+        ConnState::Handling => match answer(view, plugin, policy, cause, event_ids) {
+            Some((bytes, action)) => {
+                if write_all(connection, &bytes, Duration::from_secs(2)) {
+                    Outcome::Answered(action)
+                } else {
+                    let _ = rustix::net::shutdown(connection, rustix::net::Shutdown::Both);
+                    Outcome::Closed
+                }
+            }
+            None => {
+                let _ = rustix::net::shutdown(connection, rustix::net::Shutdown::Both);
+                Outcome::Closed
+            }
+        },
+    }
+}
+
+/// Writes all of `bytes` to `connection` without changing its blocking mode (shared with
+/// the next worker), waiting at most `timeout` for room.
+fn write_all(connection: &OwnedFd, mut bytes: &[u8], timeout: Duration) -> bool {
+    use rustix::{
+        event::{PollFd, PollFlags, Timespec, poll},
+        io::Errno,
+        net::{SendFlags, send},
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    while !bytes.is_empty() {
+        match send(connection, bytes, SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(Errno::AGAIN) => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return false;
+                }
+                let mut fds = [PollFd::new(connection, PollFlags::OUT)];
+                let wait = Timespec {
+                    tv_sec: left.as_secs() as i64,
+                    tv_nsec: i64::from(left.subsec_nanos()),
+                };
+                let _ = poll(&mut fds, Some(&wait));
+            }
+            Err(Errno::INTR) => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{io::Read, os::unix::net::UnixStream};
+
+    use kong_rust_plugin_abi::Phase;
+    use kong_rust_pluginserver_protocol::kong::{Incoming, StepData, incoming, step_data};
+
+    use super::*;
+
+    fn view(kind: RequestKind, phase: Option<Phase>, subject: u64) -> SlotView {
+        SlotView {
+            state: ConnState::Handling,
+            kind,
+            phase,
+            plugin: Some(0),
+            since: 0,
+            msgid: 42,
+            subject,
+        }
+    }
+
+    fn read_answer(kong: &mut UnixStream) -> Vec<u8> {
+        let mut buf = vec![0u8; 256];
+        let n = kong.read(&mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn requests_in_flight_fail_closed_as_the_daemon_fails_them() {
+        let ids = EventIds::from_clock();
+        let (mut kong, ours) = UnixStream::pair().unwrap();
+        let ours = OwnedFd::from(ours);
+        // A Step in access: kong.response.error(500) for the same event.
+        let step = view(RequestKind::Step, Some(Phase::Access), 4242 << 3 | 2);
+        let outcome = settle_connection(&ours, &step, "a", OnFailure::FailClosed, "SIGSEGV", &ids);
+        assert_eq!(outcome, Outcome::Answered("ended_request"));
+        let answer = read_answer(&mut kong);
+        let Incoming::Ok(result) = incoming(&answer, 42).unwrap() else {
+            panic!("not a result")
+        };
+        match step_data(result).unwrap() {
+            StepData::Call { method, args, .. } => {
+                assert_eq!(method, b"kong.response.error");
+                assert_eq!(
+                    kong_rust_pluginserver_protocol::kong::first_uint_arg(args),
+                    Some(500)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // HandleEvent in preread: exit(500); in log: "ret"; failing open: "ret".
+        let preread = view(RequestKind::HandleEvent, Some(Phase::Preread), 1);
+        let (bytes, _) = answer(&preread, "a", OnFailure::FailClosed, "x", &ids).unwrap();
+        let Incoming::Ok(result) = incoming(&bytes, 42).unwrap() else {
+            panic!()
+        };
+        assert!(matches!(
+            step_data(result).unwrap(),
+            StepData::Call {
+                method: b"kong.response.exit",
+                ..
+            }
+        ));
+        for (phase, policy) in [
+            (Phase::Log, OnFailure::FailClosed),
+            (Phase::Access, OnFailure::FailOpen),
+        ] {
+            let (bytes, action) = answer(
+                &view(RequestKind::HandleEvent, Some(phase), 1),
+                "a",
+                policy,
+                "x",
+                &ids,
+            )
+            .unwrap();
+            assert_eq!(action, "continued");
+            let Incoming::Ok(result) = incoming(&bytes, 42).unwrap() else {
+                panic!()
+            };
+            assert!(matches!(step_data(result).unwrap(), StepData::Ret { .. }));
+        }
+        // StartInstance: an error that is not Kong's restart phrase.
+        let (bytes, action) = answer(
+            &view(RequestKind::StartInstance, None, 0),
+            "a",
+            OnFailure::FailClosed,
+            "no plugin instance",
+            &ids,
+        )
+        .unwrap();
+        assert_eq!(action, "error_reply");
+        let Incoming::Err(text) = incoming(&bytes, 42).unwrap() else {
+            panic!()
+        };
+        assert!(!String::from_utf8_lossy(text).contains("no plugin instance"));
+        // Mid-message: closed.
+        let mut writing = step;
+        writing.state = ConnState::Writing;
+        let (mut kong, ours) = UnixStream::pair().unwrap();
+        let ours = OwnedFd::from(ours);
+        assert_eq!(
+            settle_connection(&ours, &writing, "a", OnFailure::FailClosed, "x", &ids),
+            Outcome::Closed
+        );
+        assert_eq!(kong.read(&mut [0u8; 8]).unwrap(), 0);
+    }
+}

@@ -1,0 +1,149 @@
+//! The plugin libraries the supervisor serves: each file checked like the loader checks it,
+//! copied into a sealed in-memory file, and probed there (see [`crate::probe`]), without
+//! ever being mapped into the supervisor. Workers load that very copy, so every restart of
+//! a worker loads the bytes that were probed, whatever happens to the file since.
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    os::fd::OwnedFd,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::SystemTime,
+};
+
+use kong_rust_plugin_abi::Manifest;
+use rustix::fs::{MemfdFlags, SealFlags};
+
+use crate::{
+    loader::{self, FileIdentity, LoadError, LoadOptions},
+    probe::{Probe, Report},
+};
+
+/// A plugin library, probed, in memory.
+#[derive(Debug)]
+pub struct Image {
+    /// What the plugin says about itself (validated).
+    pub manifest: Manifest,
+    /// The file in the plugins directory.
+    pub path: PathBuf,
+    /// The file as it was when copied.
+    pub identity: Option<FileIdentity>,
+    /// Its modification time.
+    pub modified: SystemTime,
+    /// The sealed in-memory copy.
+    pub fd: OwnedFd,
+}
+
+impl Image {
+    /// The plugin name.
+    pub fn name(&self) -> &str {
+        &self.manifest.name
+    }
+
+    /// Checks, copies and probes the library at `path`.
+    pub fn load(path: &Path, options: &LoadOptions, probe: &Probe) -> Result<Image, LoadError> {
+        let refused = |reason: String| LoadError::Library {
+            path: path.to_owned(),
+            reason,
+        };
+        loader::check_file(path, options)?;
+        let identity = FileIdentity::of(path).ok();
+        let modified = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let fd = sealed_copy(path).map_err(|source| LoadError::Copy {
+            path: path.to_owned(),
+            source,
+        })?;
+        match probe.fd(&fd).map_err(|e| refused(e.to_string()))? {
+            Report::Plugin(manifest) => Ok(Image {
+                manifest: *manifest,
+                path: path.to_owned(),
+                identity,
+                modified,
+                fd,
+            }),
+            // The probe named its own view of the file; name the file instead.
+            Report::Refused(reason) => {
+                Err(refused(reason.replace("/proc/self/fd/3: ", "").replacen(
+                    "not a loadable kong-rust-pdk plugin: ",
+                    "",
+                    1,
+                )))
+            }
+        }
+    }
+}
+
+/// A sealed in-memory copy of `path`: nothing can change it once made.
+fn sealed_copy(path: &Path) -> std::io::Result<OwnedFd> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "plugin.so".into());
+    let flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+    // Ask for an executable memfd where the kernel knows the flag (vm.memfd_noexec).
+    let fd = rustix::fs::memfd_create(&name, flags | MemfdFlags::EXEC)
+        .or_else(|_| rustix::fs::memfd_create(&name, flags))?;
+    let mut copy = File::from(fd.try_clone()?);
+    std::io::copy(&mut File::open(path)?, &mut copy)?;
+    drop(copy);
+    rustix::fs::fcntl_add_seals(
+        &fd,
+        SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL,
+    )?;
+    Ok(fd)
+}
+
+/// What scanning the plugins directory found.
+#[derive(Debug, Default)]
+pub struct Images {
+    /// Usable libraries by plugin name.
+    pub plugins: BTreeMap<String, Arc<Image>>,
+    /// Files refused, with the reason.
+    pub failures: Vec<LoadError>,
+}
+
+/// Checks, copies and probes every `*.so` of `dir` (the probes run in parallel).
+pub fn scan(dir: &Path, options: &LoadOptions, probe: &Probe) -> Result<Images, LoadError> {
+    let files = loader::plugin_files(dir, options)?;
+    let loaded: Vec<Result<Image, LoadError>> = std::thread::scope(|scope| {
+        let running: Vec<_> = files
+            .iter()
+            .map(|path| scope.spawn(move || Image::load(path, options, probe)))
+            .collect();
+        running
+            .into_iter()
+            .zip(&files)
+            .map(|(thread, path)| {
+                thread.join().unwrap_or_else(|_| {
+                    Err(LoadError::Library {
+                        path: path.clone(),
+                        reason: "checking it failed".into(),
+                    })
+                })
+            })
+            .collect()
+    });
+    let mut images = Images::default();
+    for image in loaded {
+        match image {
+            Ok(image) => {
+                if let Some(first) = images.plugins.get(image.name()) {
+                    images.failures.push(LoadError::Duplicate {
+                        name: image.name().to_owned(),
+                        path: image.path.clone(),
+                        first: first.path.clone(),
+                    });
+                } else {
+                    images
+                        .plugins
+                        .insert(image.name().to_owned(), Arc::new(image));
+                }
+            }
+            Err(err) => images.failures.push(err),
+        }
+    }
+    Ok(images)
+}
