@@ -266,12 +266,15 @@ pub fn check_elf(file: &mut std::fs::File) -> Result<(), ProbeError> {
         .metadata()
         .map_err(|e| ProbeError::Elf(format!("cannot read it: {e}")))?
         .len();
-    let mut header = [0u8; 64];
+    let mut header = Vec::with_capacity(64);
     file.rewind()
-        .and_then(|()| file.read_exact(&mut header))
-        .map_err(|_| bad("it is not an ELF shared library (too short)"))?;
-    if &header[..4] != ELF_MAGIC {
+        .and_then(|()| file.by_ref().take(64).read_to_end(&mut header))
+        .map_err(|e| ProbeError::Elf(format!("cannot read it: {e}")))?;
+    if !header.starts_with(ELF_MAGIC) {
         return Err(bad("it is not an ELF shared library (no ELF header)"));
+    }
+    if header.len() < 64 {
+        return Err(bad("it is not an ELF shared library (too short)"));
     }
     if header[4] != 2 || header[5] != 1 {
         return Err(bad(

@@ -95,7 +95,13 @@ impl Scratch {
     /// from another parent process (a new nginx worker; here a shell that waits for it).
     /// Waits for nothing; [`Daemon::pid`] is the shell's.
     pub fn start_successor(&self) -> Daemon {
-        let daemon = self.command();
+        self.start_successor_with(&[])
+    }
+
+    /// [`start_successor`](Self::start_successor) with extra arguments.
+    pub fn start_successor_with(&self, extra: &[&str]) -> Daemon {
+        let mut daemon = self.command();
+        daemon.args(extra);
         let mut args = vec![
             "-c".to_owned(),
             r#""$@" & wait $!"#.to_owned(),

@@ -306,8 +306,21 @@ impl Kong {
         &self,
         instance_id: u64,
         phase: &str,
-        mut answer: impl FnMut(&PdkCall) -> Answer,
+        answer: impl FnMut(&PdkCall) -> Answer,
     ) -> EventRun {
+        self.try_run_event(instance_id, phase, answer)
+            .unwrap_or_else(|err| panic!("the daemon broke Kong's protocol: {err}"))
+    }
+
+    /// [`run_event_answering`](Self::run_event_answering), telling a connection that
+    /// failed or closed under a call (which Kong would log before proxying the request
+    /// without the plugin) as an `Err` instead of failing the test.
+    pub fn try_run_event(
+        &self,
+        instance_id: u64,
+        phase: &str,
+        mut answer: impl FnMut(&PdkCall) -> Answer,
+    ) -> Result<EventRun, String> {
         let mut transport = Pooled(self);
         // Msgids only need to be unique per connection; take a block of them.
         let mut msgid = self.msgid.fetch_add(1 << 20, Ordering::Relaxed);
@@ -321,7 +334,7 @@ impl Kong {
                 Answer::Raise(error) => PdkAnswer::Raise(error),
             }
         })
-        .unwrap_or_else(|err| panic!("the daemon broke Kong's protocol: {err}"));
+        .map_err(|err| err.to_string())?;
         let end = match run.end {
             kong_side::EventEnd::Returned => EventEnd::Returned,
             kong_side::EventEnd::Ended { method, args } => EventEnd::Ended {
@@ -332,7 +345,7 @@ impl Kong {
             kong_side::EventEnd::Raised(error) => EventEnd::Raised(error),
             kong_side::EventEnd::ErrorReply(error) => EventEnd::ErrorReply(error),
         };
-        EventRun {
+        Ok(EventRun {
             event_id: run.event_id,
             calls: run
                 .calls
@@ -343,7 +356,7 @@ impl Kong {
                 })
                 .collect(),
             end,
-        }
+        })
     }
 }
 

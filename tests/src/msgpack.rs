@@ -118,3 +118,27 @@ mod tests {
         assert_eq!(encode(&Value::F64(1.5))[0], 0xcb);
     }
 }
+
+/// The value as JSON (maps with string keys become objects; binary becomes text).
+pub fn to_json(value: &Value) -> serde_json::Value {
+    match value {
+        Value::Nil => serde_json::Value::Null,
+        Value::Boolean(b) => (*b).into(),
+        Value::Integer(i) => i
+            .as_u64()
+            .map(serde_json::Value::from)
+            .or_else(|| i.as_i64().map(serde_json::Value::from))
+            .unwrap_or_default(),
+        Value::F32(f) => (*f).into(),
+        Value::F64(f) => (*f).into(),
+        Value::String(s) => s.as_str().unwrap_or_default().into(),
+        Value::Binary(b) => String::from_utf8_lossy(b).into_owned().into(),
+        Value::Array(items) => items.iter().map(to_json).collect(),
+        Value::Map(entries) => entries
+            .iter()
+            .map(|(k, v)| (k.as_str().unwrap_or_default().to_owned(), to_json(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+        Value::Ext(..) => serde_json::Value::Null,
+    }
+}

@@ -24,7 +24,9 @@ fn files_that_are_not_compatible_plugins_are_skipped_and_named() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("notes.so: not a loadable kong-rust-pdk plugin: cannot open it"),
+        stderr.contains(
+            "notes.so: not a loadable kong-rust-pdk plugin: it is not an ELF shared library"
+        ),
         "{stderr}"
     );
     // The good plugin is served.

@@ -60,10 +60,10 @@ pub(crate) struct EventLoop {
 }
 
 impl EventLoop {
-    /// Starts a loop thread named `name`.
-    pub(crate) fn start(name: String, shared: Arc<Shared>) -> io::Result<EventLoop> {
+    /// Starts a loop thread named `name`, whose heartbeat the watchdog names `label`.
+    pub(crate) fn start(name: String, label: &str, shared: Arc<Shared>) -> io::Result<EventLoop> {
         let (commands, mut receiver) = mpsc::unbounded_channel::<Command>();
-        let heartbeat = heartbeat::labelled(name.clone());
+        let heartbeat = heartbeat::labelled(label.to_owned());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()

@@ -286,7 +286,7 @@ impl Serving {
             Threading::ThreadPerConnection => 1,
         };
         let started = (0..per_plugin)
-            .map(|i| EventLoop::start(format!("loop-{plugin}-{i}"), self.shared.clone()))
+            .map(|i| EventLoop::start(format!("loop-{plugin}-{i}"), plugin, self.shared.clone()))
             .collect::<io::Result<Vec<_>>>()?;
         let started = Arc::new(started);
         loops.insert(plugin.clone(), started.clone());

@@ -174,8 +174,8 @@ mod tests {
         let step = view(RequestKind::Step, Some(Phase::Access), 4242 << 3 | 2);
         let outcome = settle_connection(&ours, &step, "a", OnFailure::FailClosed, "SIGSEGV", &ids);
         assert_eq!(outcome, Outcome::Answered("ended_request"));
-        let answer = read_answer(&mut kong);
-        let Incoming::Ok(result) = incoming(&answer, 42).unwrap() else {
+        let answered = read_answer(&mut kong);
+        let Incoming::Ok(result) = incoming(&answered, 42).unwrap() else {
             panic!("not a result")
         };
         match step_data(result).unwrap() {
