@@ -105,20 +105,6 @@ pub fn decode(bytes: &[u8]) -> Value {
     value
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn strings_skip_str8_like_kong() {
-        assert_eq!(encode(&Value::from("abc"))[0], 0xa3);
-        let s40 = encode(&Value::from("x".repeat(40)));
-        assert_eq!(&s40[..3], &[0xda, 0x00, 40]);
-        assert_eq!(encode(&Value::F64(2.0)), [0x02]);
-        assert_eq!(encode(&Value::F64(1.5))[0], 0xcb);
-    }
-}
-
 /// The value as JSON (maps with string keys become objects; binary becomes text).
 pub fn to_json(value: &Value) -> serde_json::Value {
     match value {
@@ -140,5 +126,19 @@ pub fn to_json(value: &Value) -> serde_json::Value {
             .collect::<serde_json::Map<_, _>>()
             .into(),
         Value::Ext(..) => serde_json::Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_skip_str8_like_kong() {
+        assert_eq!(encode(&Value::from("abc"))[0], 0xa3);
+        let s40 = encode(&Value::from("x".repeat(40)));
+        assert_eq!(&s40[..3], &[0xda, 0x00, 40]);
+        assert_eq!(encode(&Value::F64(2.0)), [0x02]);
+        assert_eq!(encode(&Value::F64(1.5))[0], 0xcb);
     }
 }

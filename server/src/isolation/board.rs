@@ -38,6 +38,8 @@ pub struct Header {
     magic: AtomicU64,
     /// The worker's coarse clock (see [`crate::heartbeat::tick`]), mirrored by its watchdog.
     pub tick: AtomicU64,
+    /// The worker's events alive (running or waiting for Kong), mirrored by its watchdog.
+    pub live_events: AtomicU64,
     slots: AtomicU32,
 }
 

@@ -55,7 +55,11 @@ pub(crate) fn start(
                 loop {
                     std::thread::sleep(TICK);
                     let now = heartbeat::tick();
-                    board.header().tick.store(now, Ordering::Relaxed);
+                    let header = board.header();
+                    header.tick.store(now, Ordering::Relaxed);
+                    header
+                        .live_events
+                        .store(daemon.live_events() as u64, Ordering::Relaxed);
                     if heartbeat::count() != known {
                         known = heartbeat::count();
                         watched = heartbeat::all();
@@ -65,7 +69,7 @@ pub(crate) fn start(
                         look_at(&daemon, heartbeat, label, reported, now, threshold_ticks);
                     }
                     if let Some(stuck_ticks) = stuck_ticks
-                        && now % SWEEP_TICKS == 0
+                        && now.is_multiple_of(SWEEP_TICKS)
                     {
                         sweep(&daemon, &board, now, stuck_ticks, &mut named);
                     }

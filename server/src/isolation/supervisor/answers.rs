@@ -90,15 +90,10 @@ pub fn settle_connection(
             Outcome::Closed
         }
         ConnState::Handling => match answer(view, plugin, policy, cause, event_ids) {
-            Some((bytes, action)) => {
-                if write_all(connection, &bytes, Duration::from_secs(2)) {
-                    Outcome::Answered(action)
-                } else {
-                    let _ = rustix::net::shutdown(connection, rustix::net::Shutdown::Both);
-                    Outcome::Closed
-                }
+            Some((bytes, action)) if write_all(connection, &bytes, Duration::from_secs(2)) => {
+                Outcome::Answered(action)
             }
-            None => {
+            _ => {
                 let _ = rustix::net::shutdown(connection, rustix::net::Shutdown::Both);
                 Outcome::Closed
             }

@@ -22,11 +22,14 @@ use crate::isolation::messages::Down;
 /// How long a worker may take to answer.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Where an answer goes: the asker's channel, with the worker's index among those asked.
+type Waiting = (usize, mpsc::Sender<(usize, Vec<u8>)>);
+
 /// Questions sent to workers, waiting for their answers.
 #[derive(Default)]
 pub struct Queries {
     next: AtomicU64,
-    waiting: Mutex<HashMap<u64, (usize, mpsc::Sender<(usize, Vec<u8>)>)>>,
+    waiting: Mutex<HashMap<u64, Waiting>>,
 }
 
 impl Queries {

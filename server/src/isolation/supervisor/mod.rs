@@ -415,17 +415,20 @@ impl Ctx {
         ])
     }
 
-    /// Requests handled now, over every worker's board.
-    fn handling(&self) -> usize {
-        self.pools()
+    /// Events alive now, over every worker: as each says, or as its watchdog last
+    /// recorded on its board if it does not answer.
+    fn live_events(&self) -> usize {
+        let workers = self.workers();
+        let answers = self.queries.ask(&workers, |id| Down::Status { id });
+        workers
             .iter()
-            .flat_map(|p| p.workers())
-            .map(|w| {
-                w.board
-                    .slots()
-                    .iter()
-                    .filter(|s| s.view().state == ConnState::Handling)
-                    .count()
+            .zip(answers)
+            .map(|(worker, answer)| {
+                answer
+                    .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+                    .and_then(|status| status["LiveEvents"].as_u64())
+                    .unwrap_or_else(|| worker.board.header().live_events.load(Ordering::Relaxed))
+                    as usize
             })
             .sum()
     }
@@ -512,7 +515,7 @@ impl Node for Supervisor {
     }
 
     fn live_events(&self) -> usize {
-        self.ctx.handling()
+        self.ctx.live_events()
     }
 
     fn wait_for_events(&self, deadline: Instant) -> usize {

@@ -570,7 +570,7 @@ impl Pool {
                 .board
                 .slot(slot)
                 .map(|s| s.view())
-                .unwrap_or_else(|| idle_view());
+                .unwrap_or_else(idle_view);
             let plugin = view
                 .plugin
                 .and_then(|p| worker.plugin_in_slot(p))
