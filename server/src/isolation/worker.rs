@@ -12,7 +12,7 @@
 use std::{
     collections::{HashMap, HashSet},
     os::unix::net::UnixStream,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::ExitCode,
     sync::{Arc, Mutex, mpsc},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -380,9 +380,4 @@ pub fn unix_seconds(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// Whether `path` names an inherited descriptor (as a worker loads its libraries).
-pub fn is_inherited(path: &Path) -> bool {
-    path.starts_with("/proc/self/fd")
 }

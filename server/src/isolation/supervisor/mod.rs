@@ -488,7 +488,7 @@ impl Node for Supervisor {
                 self.ctx.to_successor(conn);
             }
             for worker in pool.workers() {
-                pool::retire(&worker, Duration::from_secs(3600));
+                pool::retire(&worker, None);
             }
         }
     }

@@ -460,7 +460,7 @@ impl Pool {
         };
         self.spawn(ctx);
         if let Some(old) = old {
-            retire(&old, ctx.drain_timeout());
+            retire(&old, Some(ctx.drain_timeout()));
         }
     }
 
@@ -656,10 +656,11 @@ pub fn describe(status: Option<ExitStatus>) -> String {
 }
 
 /// Asks `worker` to finish its events and return its connections; kills it after
-/// `deadline` if it is still there.
-pub fn retire(worker: &Arc<Worker>, deadline: Duration) {
+/// `deadline` if it is still there (`None`: the daemon's drain decides).
+pub fn retire(worker: &Arc<Worker>, deadline: Option<Duration>) {
     worker.retiring.store(true, Ordering::Relaxed);
     let _ = worker.send(&Down::Retire, None, &[]);
+    let Some(deadline) = deadline else { return };
     let weak = Arc::downgrade(worker);
     let _ = std::thread::Builder::new()
         .name("retire".into())
