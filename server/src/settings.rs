@@ -349,7 +349,8 @@ impl SettingsArgs {
         })?;
         toml::from_str(&text).map_err(|e| SettingsError::File {
             path: path.to_owned(),
-            message: e.to_string().trim_end().replace('\n', " "),
+            // toml's message points at the line and column with a caret: keep its lines.
+            message: e.to_string().trim_end().to_owned(),
         })
     }
 
