@@ -6,6 +6,7 @@
 //! - [`daemon`]: plugins, instances and in-flight events, and the typed operations on them;
 //! - [`rpc`]: Kong's requests parsed into [`rpc::Rpc`], applied, encoded;
 //! - [`connection`], [`listener`]: serving Kong's connections on the plugin sockets;
+//! - [`protobuf`]: serving a connection in Kong's ProtoBuf:1 protocol instead;
 //! - [`lifecycle`]: serve lock and standby, signals, reload, drain, housekeeping;
 //! - [`metrics`] (the families, a leaf) and [`admin`] (their HTTP endpoint);
 //! - [`settings`]: flags, environment and config file;
@@ -22,6 +23,7 @@ pub mod loader;
 pub mod metrics;
 pub mod playback;
 pub mod plugin_log;
+pub mod protobuf;
 pub mod rpc;
 pub mod settings;
 pub mod template;

@@ -20,6 +20,8 @@ use std::{
 use crate::{
     connection,
     daemon::{Daemon, Scope},
+    protobuf,
+    settings::Protocol,
 };
 
 /// Why a socket could not be set up.
@@ -233,7 +235,10 @@ impl Listener {
             return std::thread::Builder::new()
                 .name("kong-connection".into())
                 .spawn(move || {
-                    connection::serve_blocking(stream, &daemon, &scope);
+                    match daemon.protocol() {
+                        Protocol::Msgpack => connection::serve_blocking(stream, &daemon, &scope),
+                        Protocol::Protobuf => protobuf::serve_blocking(stream, &daemon, &scope),
+                    }
                     connections.fetch_sub(1, Ordering::Relaxed);
                 })
                 .map(|_| ());
@@ -265,7 +270,14 @@ fn start_event_loop(
                     let (daemon, connections) = (daemon.clone(), connections.clone());
                     tokio::task::spawn_local(async move {
                         match tokio::net::UnixStream::from_std(stream) {
-                            Ok(stream) => connection::serve(stream, &daemon, &scope).await,
+                            Ok(stream) => match daemon.protocol() {
+                                Protocol::Msgpack => {
+                                    connection::serve(stream, &daemon, &scope).await
+                                }
+                                Protocol::Protobuf => {
+                                    protobuf::serve(stream, &daemon, &scope).await
+                                }
+                            },
                             Err(err) => tracing::error!("cannot serve a connection: {err}"),
                         }
                         connections.fetch_sub(1, Ordering::Relaxed);

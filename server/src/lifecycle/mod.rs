@@ -132,7 +132,10 @@ pub fn run(settings: &Settings) -> Result<(), LifecycleError> {
             plugin.path.display()
         );
     }
-    let daemon = Arc::new(Daemon::new(scan.plugins.into_values(), settings.limits));
+    let daemon = Arc::new(
+        Daemon::new(scan.plugins.into_values(), settings.limits).with_protocol(settings.protocol),
+    );
+    tracing::info!("speaking {}", settings.protocol.dump_name());
     let threading = match settings.event_loops {
         0 => Threading::PerConnection,
         n => Threading::EventLoops(n),

@@ -23,6 +23,8 @@ pub mod msgpack;
 pub mod transcode;
 
 pub use methods::{Input, METHODS, Method, Output, Zero, find, lua_name};
+/// The `prost` the messages are built with, for encoding and decoding them.
+pub use prost::{self, Message};
 
 /// The protocol's name in the dump (`"Protocol"`).
 pub const PROTOCOL: &str = "ProtoBuf:1";
