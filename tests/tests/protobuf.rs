@@ -12,9 +12,14 @@ use rmpv::Value;
 use serde_json::json;
 
 fn start(plugin: &str) -> (Scratch, Daemon) {
+    start_with(plugin, &[])
+}
+
+fn start_with(plugin: &str, flags: &[&str]) -> (Scratch, Daemon) {
     let scratch = Scratch::with_plugins(&[plugin]);
     let daemon = scratch.start_with(&[plugin], |cmd| {
-        cmd.args(["--protocol", "protobuf", "--log-level", "debug"]);
+        cmd.args(["--protocol", "protobuf", "--log-level", "debug"])
+            .args(flags);
     });
     (scratch, daemon)
 }
@@ -87,6 +92,30 @@ fn rust_hello_runs_whole_events_on_one_pooled_connection() {
     // CloseInstance, then the id is unknown: the connection closes, Kong restarts it.
     kong.close_instance(id).unwrap();
     assert_eq!(kong.run_event(id, "access", |_| None).end, EventEnd::Closed);
+}
+
+#[test]
+fn event_loops_serve_protobuf_too() {
+    let (_scratch, daemon) = start_with("rust-hello", &["--event-loops", "1"]);
+    let kong = daemon.kong_pb();
+    let id = kong.start_instance("rust-hello", json!({})).unwrap();
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let socket = daemon.kong_pb();
+            std::thread::spawn(move || {
+                for _ in 0..20 {
+                    let run = socket.run_event(id, "access", |call| {
+                        (call.method == "kong.request.get_header").then(|| s("h"))
+                    });
+                    assert_eq!(run.end, EventEnd::Returned, "{run:?}");
+                    assert_eq!(run.calls[1].args[1], s("Rust says hello to h"));
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
 }
 
 #[test]
