@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-use kong_rust_plugin_abi::encode_refusal;
+use kong_rust_plugin_abi::{Phase, encode_refusal};
 use kong_rust_pluginserver_protocol::protobuf::{
     Message, frame,
     messages::{
@@ -206,8 +206,8 @@ fn stop(event_id: u64, reply: EventReply<'_>, sequence: i64, out: &mut Vec<u8>) 
         }
         // Kong's MsgPack:1 answer would be `kong.response.error(status)`; ProtoBuf:1 has
         // only `exit`. (A server error would not do: Kong before 3.8 logs it and proxies.)
-        EventReply::EndRequest { status, .. } => {
-            transcode::write_end_request(status, out);
+        EventReply::EndRequest { status, phase } => {
+            transcode::write_end_request(status, phase != Phase::Preread, out);
             Stop::Ended
         }
     }

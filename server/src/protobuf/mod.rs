@@ -37,3 +37,23 @@ impl CallGate for OutsideProtobuf {
         (!transcode::is_carried(method)).then(|| transcode::not_in_protocol().0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_protocols_functions_pass_the_gate() {
+        let gate = OutsideProtobuf;
+        assert_eq!(gate.refuse("kong.request.get_header"), None);
+        assert_eq!(gate.refuse("kong.request.get_query_arg"), None);
+        for method in [
+            "kong.response.error",
+            "kong.log.emerg",
+            "kong.plugin.get_id",
+        ] {
+            let reason = gate.refuse(method).expect("refused");
+            assert!(reason.contains("ProtoBuf:1"), "{reason}");
+        }
+    }
+}

@@ -127,7 +127,12 @@ fn kongs_rpc_frames_decode_and_the_end_of_an_event_is_exact() {
 #[test]
 fn a_failed_plugin_ends_the_request_with_exit_and_a_json_body() {
     let mut out = Vec::new();
-    write_end_request(500, &mut out);
+    write_end_request(500, false, &mut out);
+    let (method, args) = frames(&out);
+    assert_eq!(method, "kong.response.exit");
+    assert_eq!(args, [0x08, 0xf4, 0x03], "a stream gets the status alone");
+    out.clear();
+    write_end_request(500, true, &mut out);
     let (method, args) = frames(&out);
     assert_eq!(method, "kong.response.exit");
     let lua = unmp(&lua_args(&method, &args).unwrap());

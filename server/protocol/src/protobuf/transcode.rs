@@ -405,14 +405,26 @@ fn encode_known(
     Ok(Sent::Awaiting(Pending { method, how }))
 }
 
-/// The frames of the call that ends a request in a failed plugin's place: Kong's
-/// MsgPack:1 answer is `kong.response.error(status)`, which ProtoBuf:1 lacks; this is
+/// The frames of the call that ends a request in a failed plugin's place. Over MsgPack:1
+/// that is `kong.response.error(status)`, which ProtoBuf:1 lacks; this is
 /// `kong.response.exit(status, body, headers)` with the body and content type Kong's
-/// `error` sends a JSON client (without its `request_id`).
-pub fn write_end_request(status: u16, out: &mut Vec<u8>) {
+/// `error` sends a JSON client (without its `request_id`). For a stream (`preread`, where
+/// MsgPack:1 also uses `exit(status)`), `http` is false and only the status goes: a body
+/// would be written into the client's TCP stream.
+pub fn write_end_request(status: u16, http: bool, out: &mut Vec<u8>) {
+    frame::write(out, b"kong.response.exit");
+    if !http {
+        frame::write_message(
+            out,
+            &ExitArgs {
+                status: i32::from(status),
+                ..ExitArgs::default()
+            },
+        );
+        return;
+    }
     let message = match status {
         503 => "The upstream server is currently unavailable",
-        500 => "An unexpected error occurred",
         _ => "An unexpected error occurred",
     };
     let body =
@@ -424,7 +436,6 @@ pub fn write_end_request(status: u16, out: &mut Vec<u8>) {
             fields: vec![entry(b"Content-Type", string_value(JSON_TYPE))],
         }),
     };
-    frame::write(out, b"kong.response.exit");
     frame::write_message(out, &exit);
 }
 
