@@ -22,6 +22,7 @@ mod export;
 mod host_log;
 pub mod pdk;
 mod plugin;
+mod runtime;
 pub mod schema;
 pub mod types;
 mod value;
@@ -31,6 +32,7 @@ pub use kong_rust_pdk_macros::plugin;
 pub use kong_rust_plugin_abi::{InstanceInfo, OnFailure, Phase};
 pub use pdk::Kong;
 pub use plugin::Plugin;
+pub use runtime::{SHUTDOWN_GRACE, spawn_blocking};
 /// The `JsonSchema` derive a config type needs (re-exported so versions match).
 pub use schemars;
 pub use value::{Bytes, Value};
@@ -55,6 +57,11 @@ pub mod __private {
         export::{manifest_of, module_for},
         plugin::construct,
     };
+
+    /// The plugin library's runtime, for the test kit.
+    pub mod runtime {
+        pub use crate::runtime::Lease;
+    }
 
     /// The handler driver, for the test kit.
     pub mod driver {
