@@ -35,7 +35,6 @@ use redis_store::{RedisConfig, RedisCounters};
 use store::{Counter, Keys, LocalCounters, StoreFuture};
 use window::{Counts, Decision, Slot, WindowKind};
 
-
 /// The body of the 429 answer, as Kong's own rate limiting answers.
 pub const EXCEEDED_MESSAGE: &str = "API rate limit exceeded";
 

@@ -11,8 +11,8 @@ use std::{
 };
 
 use redis::{
-    AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
-    RedisConnectionInfo, aio::MultiplexedConnection,
+    AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo,
+    aio::MultiplexedConnection,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -116,7 +116,9 @@ impl RedisCounters {
     }
 
     fn shared(&self) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
-        self.connection.lock().unwrap_or_else(PoisonError::into_inner)
+        self.connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
@@ -143,7 +145,9 @@ impl RedisCounters {
             None => (self.connect().await?, true),
         };
         match pipe.query_async(&mut conn).await {
-            Err(e) if !fresh && !e.is_timeout() && (e.is_io_error() || e.is_connection_dropped()) => {
+            Err(e)
+                if !fresh && !e.is_timeout() && (e.is_io_error() || e.is_connection_dropped()) =>
+            {
                 *self.shared() = None;
                 let mut conn = self.connect().await?;
                 pipe.query_async(&mut conn).await.map_err(|e| self.error(e))
