@@ -12,6 +12,12 @@
 //! - [`types`]: what PDK calls take and return (multimaps, entities, bodies, [`Value`]);
 //! - [`schema`]: how the config type becomes the schema Kong validates configurations with.
 //!
+//! Handlers may await any tokio future (timers, sockets, clients built on tokio): each
+//! plugin library gets a tokio runtime of its own, whose context the PDK enters while it
+//! runs plugin code, and a waiting handler holds no thread of the daemon. Blocking code
+//! goes to [`spawn_blocking`]. `docs/writing-plugins.md` explains what never to do on the
+//! daemon's threads.
+//!
 //! Unit-test plugins with the `kong-rust-pdk-testkit` crate, a simulated Kong that runs
 //! handlers in-process.
 
