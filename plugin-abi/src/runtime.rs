@@ -307,8 +307,12 @@ mod tests {
         }
     }
 
+    /// The library runtime is process-wide: tests that acquire it take turns.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
     #[test]
     fn the_runtime_starts_a_thread_only_when_needed_and_stops_with_the_last_lease() {
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
         let first = Lease::acquire("unit");
         // Entering builds the runtime, but plain code leaves it nothing to drive.
         assert_eq!(first.enter(|| 1 + 1), 2);
@@ -344,6 +348,23 @@ mod tests {
         wait_for("the second runtime's thread to exit", || {
             threads("rt:unit") == 0
         });
+    }
+
+    /// What every poll of a handler pays for the runtime (printed with `--nocapture`;
+    /// `cargo test --release` for the real figure).
+    #[test]
+    fn entering_the_runtime_costs_nanoseconds() {
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+        let lease = Lease::acquire("cost");
+        lease.enter(|| ());
+        let rounds = 200_000u32;
+        let started = Instant::now();
+        for i in 0..rounds {
+            std::hint::black_box(lease.enter(|| std::hint::black_box(i)));
+        }
+        let each = started.elapsed() / rounds;
+        eprintln!("entering the runtime: {} ns per poll", each.as_nanos());
+        assert!(each < Duration::from_micros(2), "{each:?} per entry");
     }
 
     #[test]
