@@ -9,7 +9,10 @@ use super::{
     record::{Call, PhaseOutcome, Recorded},
 };
 use kong_rust_pdk::{
-    __private::driver::{EventDriver, Input, Step, ends_event},
+    __private::{
+        driver::{EventDriver, Input, Step, ends_event},
+        runtime::Lease,
+    },
     InstanceInfo, Phase, Plugin, Value,
 };
 
@@ -46,7 +49,7 @@ impl Simulation {
         let mut info = InstanceInfo::default();
         info.id = 1;
         let instance = Arc::new(info);
-        let mut driver = EventDriver::start(plugin.clone(), instance, phase);
+        let mut driver = EventDriver::start(plugin.clone(), instance, phase, Lease::process_wide());
         let (waker, unpark) = thread_waker();
         let mut reply: Option<Option<Vec<u8>>> = None;
         loop {

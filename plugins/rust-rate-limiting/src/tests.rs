@@ -211,11 +211,11 @@ fn header_styles() {
 struct Broken;
 
 impl Counter for Broken {
-    fn hit(&self, _: &Keys, _: u64) -> Result<Counts, StoreError> {
-        Err(broken())
+    fn hit<'a>(&'a self, _: &'a Keys, _: u64) -> StoreFuture<'a, Counts> {
+        Box::pin(std::future::ready(Err(broken())))
     }
-    fn refund(&self, _: &Keys, _: u64) -> Result<(), StoreError> {
-        Err(broken())
+    fn refund<'a>(&'a self, _: &'a Keys, _: u64) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(Err(broken())))
     }
 }
 
@@ -269,11 +269,11 @@ fn a_failing_store_refuses_requests_otherwise() {
 struct RefundFails(LocalCounters);
 
 impl Counter for RefundFails {
-    fn hit(&self, keys: &Keys, now_ms: u64) -> Result<Counts, StoreError> {
-        self.0.hit(keys, now_ms)
+    fn hit<'a>(&'a self, keys: &'a Keys, now_ms: u64) -> StoreFuture<'a, Counts> {
+        Counter::hit(&self.0, keys, now_ms)
     }
-    fn refund(&self, _: &Keys, _: u64) -> Result<(), StoreError> {
-        Err(broken())
+    fn refund<'a>(&'a self, _: &'a Keys, _: u64) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(Err(broken())))
     }
 }
 
