@@ -123,7 +123,12 @@ fn exit_ends_the_handler_and_is_recorded() {
     let sim = TestRequest::get("/?deny").run(&gate(), Phase::Access);
     let exit = sim.exit.as_ref().expect("an exit");
     assert_eq!(exit.status, 403);
-    assert_eq!(exit.body, Some(Value::map([("denied", Value::Bool(true))])));
+    // A JSON body goes to Kong as text, with Kong's own JSON content type.
+    assert_eq!(exit.body, Some(Value::from(r#"{"denied":true}"#)));
+    assert_eq!(
+        exit.headers.get("Content-Type"),
+        Some("application/json; charset=utf-8")
+    );
     assert_eq!(sim.response.status, 403);
     assert_eq!(sim.response.body, br#"{"denied":true}"#);
     assert_eq!(sim.methods().last(), Some(&"kong.response.exit"));
