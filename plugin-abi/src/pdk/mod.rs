@@ -24,6 +24,8 @@ mod response;
 mod router;
 mod service;
 mod telemetry;
+#[cfg(test)]
+mod unpack_tests;
 mod vault;
 
 use std::{borrow::Cow, future::poll_fn, sync::Arc, task::Poll};

@@ -145,7 +145,7 @@ impl Request<'_> {
         self.kong
             .call(
                 "kong.request.get_raw_body",
-                &args([max_allowed_file_size.map_or(Value::Nil, |n| Value::Int(n as i64))]),
+                &args([max_allowed_file_size.map_or(Value::Nil, file_size)]),
             )
             .await
     }
@@ -166,7 +166,7 @@ impl Request<'_> {
         max_args: Option<u16>,
         max_allowed_file_size: Option<u64>,
     ) -> PdkResult<Option<Value>> {
-        let file_size = max_allowed_file_size.map(|n| Value::Int(n as i64));
+        let file_size = max_allowed_file_size.map(file_size);
         let max_args = match (max_args, &file_size) {
             (None, Some(_)) => Some(DEFAULT_MAX_POST_ARGS),
             (given, _) => given,
@@ -190,3 +190,9 @@ impl Request<'_> {
 
 /// Kong's default `lua_max_post_args`: what `get_body` parses at most without `max_args`.
 pub(crate) const DEFAULT_MAX_POST_ARGS: u16 = 100;
+
+/// A file size limit as Kong's Lua number: past `i64::MAX` it is as unlimited as can be
+/// (a wrapped negative number would make Kong refuse every buffered body).
+fn file_size(limit: u64) -> Value {
+    Value::Int(i64::try_from(limit).unwrap_or(i64::MAX))
+}
