@@ -218,7 +218,7 @@ pub const PDK_FUNCTIONS: &[PdkFunction] = &[
         V3_0,
         CERTIFICATE,
         "ca_certs?",
-        "`tls().request_client_certificate()` (without the CA list: it is cdata)",
+        "`request_client_certificate()` (without the CA list: it is cdata)",
         "`bool`"
     ),
     f!(
@@ -226,7 +226,7 @@ pub const PDK_FUNCTIONS: &[PdkFunction] = &[
         V3_0,
         CERTIFICATE,
         "",
-        "`tls().disable_session_reuse()`",
+        "`disable_session_reuse()`",
         "`bool`"
     ),
     f!(
@@ -234,7 +234,7 @@ pub const PDK_FUNCTIONS: &[PdkFunction] = &[
         V3_0,
         REWRITE_AND_LATER,
         "",
-        "`tls().get_full_client_certificate_chain()`",
+        "`get_full_client_certificate_chain()`",
         "`Option<String>` (PEM)"
     ),
     f!(
@@ -242,7 +242,7 @@ pub const PDK_FUNCTIONS: &[PdkFunction] = &[
         V3_0,
         REWRITE_ACCESS_HEADER,
         "v",
-        "`tls().set_client_verify(v)`",
+        "`set_client_verify(v)`",
         "`()`"
     ),
     // kong.ctx.shared
