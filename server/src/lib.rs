@@ -9,18 +9,22 @@
 //! - [`lifecycle`]: serve lock and standby, signals, reload, drain, housekeeping;
 //! - [`metrics`] (the families, a leaf) and [`admin`] (their HTTP endpoint);
 //! - [`settings`]: flags, environment and config file;
-//! - [`dump`], [`conf_lines`], [`template`], [`playback`]: what the subcommands produce.
+//! - [`kong_compat`]: the daemon set up for the Kong release it serves (`--kong-version`);
+//! - [`dump`], [`conf_lines`], [`plugin_links`], [`template`], [`playback`]: what the
+//!   subcommands produce.
 
 pub mod admin;
 pub mod conf_lines;
 pub mod connection;
 pub mod daemon;
 pub mod dump;
+pub mod kong_compat;
 pub mod lifecycle;
 pub mod listener;
 pub mod loader;
 pub mod metrics;
 pub mod playback;
+pub mod plugin_links;
 pub mod plugin_log;
 pub mod rpc;
 pub mod settings;

@@ -17,6 +17,7 @@ mod instance_config;
 mod instances;
 mod live;
 mod plugins;
+mod refused;
 mod status;
 
 use std::{
@@ -69,6 +70,10 @@ pub struct Daemon {
     shutting_down: AtomicBool,
     /// Checks PDK calls before they go to Kong (none: every call goes).
     call_gate: Option<Box<dyn CallGate>>,
+    /// Kong 3.0: a configuration the plugin refuses still gets an instance (`refused`).
+    accept_refused_configs: bool,
+    /// Those instances, by id.
+    refused: DashMap<u64, refused::RefusedInstance, FxBuildHasher>,
 }
 
 /// Plugins by name, and the slot each name has had (kept across reloads).
@@ -94,6 +99,8 @@ impl Daemon {
             metrics: Metrics::new(),
             shutting_down: AtomicBool::new(false),
             call_gate: None,
+            accept_refused_configs: false,
+            refused: DashMap::with_hasher(FxBuildHasher),
         };
         for plugin in plugins {
             daemon.install(plugin);

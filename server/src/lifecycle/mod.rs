@@ -89,6 +89,7 @@ pub fn run(settings: &Settings) -> Result<(), LifecycleError> {
     let options = LoadOptions {
         copy_dir: Some(settings.kong_prefix.join(".kong-rust-pluginserver-libs")),
         allow_insecure: settings.allow_insecure_plugins,
+        kong_version: settings.kong_version,
     };
     // Fail fast on an unusable directory, before waiting for the lock.
     loader::plugin_files(&settings.plugins_directory, &options)?;
@@ -132,7 +133,8 @@ pub fn run(settings: &Settings) -> Result<(), LifecycleError> {
             plugin.path.display()
         );
     }
-    let daemon = Arc::new(Daemon::new(scan.plugins.into_values(), settings.limits));
+    let daemon = Daemon::new(scan.plugins.into_values(), settings.limits);
+    let daemon = Arc::new(crate::kong_compat::configure(daemon, settings.kong_version));
     let threading = match settings.event_loops {
         0 => Threading::PerConnection,
         n => Threading::EventLoops(n),
