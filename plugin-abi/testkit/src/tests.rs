@@ -199,3 +199,38 @@ fn a_handler_that_is_never_woken_fails_instead_of_hanging() {
     let outcome = sim.run_handler(Phase::Access, |k| Box::pin(stuck(k)));
     assert!(outcome.result.unwrap_err().contains("never woken"));
 }
+
+#[test]
+fn a_kong_version_refuses_the_functions_it_lacks_as_the_daemon_does() {
+    async fn retries(kong: &Kong) -> PdkResult<()> {
+        match kong.service().set_retries(3).await {
+            Err(PdkError::Unavailable { .. }) => kong.log().warn("no retries here").await,
+            other => other,
+        }
+    }
+    use kong_rust_pdk::kong_versions::KongVersion;
+    let old = TestRequest::get("/")
+        .kong_version(KongVersion::V3_4)
+        .run_handler(Phase::Access, |k| Box::pin(retries(k)));
+    assert!(old.logged("warn", "no retries here"));
+    assert_eq!(old.refused_calls[0].0, "kong.service.set_retries");
+    assert_eq!(old.upstream_request.retries, None);
+    let head = TestRequest::get("/").run_handler(Phase::Access, |k| Box::pin(retries(k)));
+    assert_eq!(head.upstream_request.retries, Some(3));
+    assert!(head.refused_calls.is_empty());
+}
+
+#[test]
+fn a_call_kong_raises_on_abandons_the_event_with_kongs_500() {
+    async fn early_serialize(kong: &Kong) -> PdkResult<()> {
+        kong.log().serialize().await?;
+        kong.response().set_header("x-never", "1").await
+    }
+    let mut sim = Simulation::new(TestRequest::get("/"));
+    let outcome = sim.run_handler(Phase::Access, |k| Box::pin(early_serialize(k)));
+    let err = outcome.result.unwrap_err();
+    assert!(err.contains("abandoned the event"), "{err}");
+    assert!(err.contains("only in: log"), "{err}");
+    assert_eq!(sim.response.status, 500);
+    assert_eq!(sim.response.header("x-never"), None);
+}
