@@ -390,6 +390,17 @@ mod tests {
         validate_plugin_schema_for(&ratio, KongVersion::V3_4).unwrap();
         assert!(validate_plugin_schema_for(&ratio, KongVersion::V3_3).is_err());
 
+        // What Kong's own schema loading said (bin/kong-schema-check, each release's Lua):
+        // `examples` unknown before 3.6; the f64 range of a `number` is integral enough for
+        // 3.0-3.3's integer-only `between`.
+        let examples = plugin(json!({"type": "record", "fields": [
+            {"a": {"type": "string", "examples": ["x"]}}]}));
+        assert!(validate_plugin_schema_for(&examples, KongVersion::V3_4).is_err());
+        validate_plugin_schema_for(&examples, KongVersion::V3_6).unwrap();
+        let f64_range = plugin(json!({"type": "record", "fields": [
+            {"r": {"type": "number", "between": [f64::MIN, f64::MAX]}}]}));
+        validate_plugin_schema_for(&f64_range, KongVersion::V3_0).unwrap();
+
         // 4 characters, 12 bytes: Kong counts bytes.
         let cjk = plugin(json!({"type": "record", "fields": [
             {"a": {"type": "string", "description": "説明説明"}}]}));
