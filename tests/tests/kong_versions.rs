@@ -70,7 +70,7 @@ fn a_link_named_after_a_plugin_answers_dash_dump_like_a_go_plugin() {
         .unwrap();
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("takes no arguments"),
+        String::from_utf8_lossy(&out.stderr).contains("nothing else"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -9,6 +9,7 @@
 //! - `NAME -dump` (or `--dump`) and `query_NAME` print plugin NAME's dump;
 //! - `NAME` alone serves, exactly as the daemon does (N links started by Kong agree on one
 //!   serving daemon through the serve lock);
+//! - `-kong-prefix DIR` (go-pdk's flag, also `--kong-prefix`) may come with either;
 //! - anything else is refused with a message.
 //!
 //! Kong starts the server with an empty environment (nginx clears it), so a link-invoked
@@ -16,10 +17,7 @@
 //! file at a fixed path, [`DEFAULT_CONFIG`], read when it exists (and
 //! `KONG_RUST_PLUGINSERVER_CONFIG` does not name another).
 
-use std::{
-    ffi::{OsStr, OsString},
-    path::Path,
-};
+use std::{ffi::OsString, path::Path};
 
 /// The config file a link-invoked daemon reads when it exists: `/etc/kong-rust-pluginserver.toml`,
 /// or what the build set in `KONG_RUST_PLUGINSERVER_DEFAULT_CONFIG`.
@@ -73,27 +71,33 @@ pub fn read(
         Some(plugin) if !plugin.is_empty() => (plugin.to_owned(), true),
         _ => (invoked.into_owned(), false),
     };
-    let rest: Vec<&OsStr> = args.iter().skip(1).map(OsString::as_os_str).collect();
-    let dump = match rest[..] {
-        [] => query,
-        [flag] if !query && (flag == "-dump" || flag == "--dump") => true,
-        _ => {
-            return Err(format!(
-                "invoked as `{}`, the link Kong runs for plugin {plugin}: it takes no \
-                 arguments (serve) or `-dump`{}; run kong-rust-pluginserver itself for the \
-                 full command line",
-                args[0].to_string_lossy(),
-                if query {
-                    " (not even that, as query_NAME)"
-                } else {
-                    ""
-                },
-            ));
-        }
+    let usage = || {
+        format!(
+            "invoked as `{}`, the link Kong runs for plugin {plugin}: it takes `-dump`{} and \
+             `-kong-prefix DIR`, nothing else; run kong-rust-pluginserver itself for the full \
+             command line",
+            args[0].to_string_lossy(),
+            if query { " (not as query_NAME)" } else { "" },
+        )
     };
+    let mut dump = query;
+    let mut prefix: Option<OsString> = None;
+    let mut rest = args.iter().skip(1).map(OsString::as_os_str);
+    while let Some(arg) = rest.next() {
+        if !query && (arg == "-dump" || arg == "--dump") {
+            dump = true;
+        } else if arg == "-kong-prefix" || arg == "--kong-prefix" {
+            prefix = Some(rest.next().ok_or_else(usage)?.to_owned());
+        } else {
+            return Err(usage());
+        }
+    }
     let mut full: Vec<OsString> = vec!["kong-rust-pluginserver".into()];
     if config_exists && !config_set {
         full.extend(["--config".into(), DEFAULT_CONFIG.into()]);
+    }
+    if let Some(prefix) = prefix {
+        full.extend(["--kong-prefix".into(), prefix]);
     }
     if dump {
         full.extend(["--dump-plugin".into(), plugin.clone().into()]);
@@ -149,8 +153,16 @@ mod tests {
                 args: args(&["kong-rust-pluginserver"]),
             })
         );
+        assert_eq!(
+            read(args(&["rust-hello", "-kong-prefix", "/k"]), false, false),
+            Ok(Invocation::Link {
+                plugin: "rust-hello".into(),
+                args: args(&["kong-rust-pluginserver", "--kong-prefix", "/k"]),
+            })
+        );
         let err = read(args(&["rust-hello", "--help"]), false, false).unwrap_err();
-        assert!(err.contains("takes no arguments"), "{err}");
+        assert!(err.contains("nothing else"), "{err}");
+        assert!(read(args(&["rust-hello", "-kong-prefix"]), false, false).is_err());
         let err = read(args(&["kong-rust-pluginserver", "-dump"]), false, false).unwrap_err();
         assert!(err.contains("--dump-plugin"), "{err}");
     }
