@@ -10,7 +10,9 @@
 //! - [`Kong`]: the PDK handle a handler gets (`kong.request().get_header("host")`); every
 //!   group of Kong's PDK is a method on it ([`pdk`] lists them, `docs/pdk.md` has the table);
 //! - [`types`]: what PDK calls take and return (multimaps, entities, bodies, [`Value`]);
-//! - [`schema`]: how the config type becomes the schema Kong validates configurations with.
+//! - [`schema`]: how the config type becomes the schema Kong validates configurations with;
+//! - [`kong_versions`]: what each Kong release accepts and does (PDK functions, phases,
+//!   schema rules).
 //!
 //! Handlers may await any tokio future (timers, sockets, clients built on tokio): each
 //! plugin library gets a tokio runtime of its own, whose context the PDK enters while it
@@ -26,6 +28,7 @@ mod error;
 mod exchange;
 mod export;
 mod host_log;
+pub mod kong_versions;
 pub mod pdk;
 mod plugin;
 mod runtime;
@@ -56,12 +59,12 @@ pub mod __private {
     pub use abi_stable::library::{
         __call_root_module_loader, CheckTypeLayout, LibHeader, RootModuleResult,
     };
-    pub use kong_rust_plugin_abi::PluginModuleRef;
+    pub use kong_rust_plugin_abi::{PluginModuleRef, encode_refusal};
     pub use serde_json;
 
     pub use crate::{
         export::{manifest_of, module_for},
-        plugin::construct,
+        plugin::{check_schema, construct},
     };
 
     /// The plugin library's runtime, for the test kit.

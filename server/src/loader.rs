@@ -86,6 +86,9 @@ pub struct LoadOptions {
     pub copy_dir: Option<PathBuf>,
     /// Skip the ownership and permission checks (development only).
     pub allow_insecure: bool,
+    /// The Kong release served: a plugin whose dump it would refuse is not loaded
+    /// (`None`: Kong's development branch, whose rules every plugin is checked against).
+    pub kong_version: Option<kong_rust_pdk::kong_versions::KongVersion>,
 }
 
 /// Identifies a file's content as loaded, to tell whether a reload must load it again.
@@ -217,6 +220,14 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedPlugin, LoadErro
         set_host_logger(crate::plugin_log::host_logger());
     }
     let mut plugin = LoadedPlugin::from_module(module, path)?;
+    if let Some(version) = options.kong_version {
+        crate::kong_compat::check_dump(&plugin.manifest, version).map_err(|reason| {
+            LoadError::InvalidInfo {
+                path: path.to_owned(),
+                reason,
+            }
+        })?;
+    }
     plugin.identity = identity;
     plugin.modified = std::fs::metadata(path)
         .and_then(|m| m.modified())

@@ -12,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+use kong_rust_pdk::kong_versions::{DefaultSocket, KongVersion, LostInstance};
 use serde::Deserialize;
 
 /// Limits that protect the daemon from runaway clients and plugins.
@@ -340,6 +341,18 @@ pub struct SettingsArgs {
         env = "KONG_RUST_PLUGINSERVER_METRICS_LISTEN"
     )]
     pub metrics_listen: Option<String>,
+
+    /// The Kong release that runs the plugins (3.0 or later, e.g. 3.4): dumps follow its
+    /// schema rules, calls of PDK functions it lacks fail in the plugin, and its quirks are
+    /// worked around (docs/kong-versions.md) [default: Kong's development branch, 3.10].
+    #[arg(
+        long,
+        global = true,
+        value_name = "X.Y",
+        value_parser = KongVersion::parse,
+        env = "KONG_RUST_PLUGINSERVER_KONG_VERSION"
+    )]
+    pub kong_version: Option<KongVersion>,
 }
 
 /// The settings in force.
@@ -381,6 +394,18 @@ pub struct Settings {
     pub slow_handler: Duration,
     /// The protocol of the plugin sockets.
     pub protocol: Protocol,
+    /// The Kong release served, if configured (`None`: Kong's development branch).
+    pub kong_version: Option<KongVersion>,
+    /// Settings that work but fight the configured Kong, to log once logging is up.
+    pub warnings: Vec<String>,
+}
+
+impl Settings {
+    /// The Kong release whose rules apply: the configured one, else Kong's development
+    /// branch.
+    pub fn kong(&self) -> KongVersion {
+        self.kong_version.unwrap_or(KongVersion::HEAD)
+    }
 }
 
 impl SettingsArgs {
@@ -400,16 +425,41 @@ impl SettingsArgs {
     /// Each setting from `self` (flags and environment), else from `file`, else the
     /// default.
     pub fn resolve(self, file: SettingsArgs) -> Result<Settings, SettingsError> {
+        self.resolve_with(file, None)
+    }
+
+    /// [`resolve`](Self::resolve), with Kong's own `KONG_PREFIX` from the environment: it
+    /// sets the prefix when no flag or `KONG_RUST_PLUGINSERVER_KONG_PREFIX` does, ahead of
+    /// the file. Not for Kong 3.0–3.8, whose default socket ignores Kong's prefix.
+    pub fn resolve_with(
+        self,
+        file: SettingsArgs,
+        kong_prefix_env: Option<PathBuf>,
+    ) -> Result<Settings, SettingsError> {
         let defaults = Limits::default();
+        let kong_version = self.kong_version.or(file.kong_version);
+        let kong = kong_version.unwrap_or(KongVersion::HEAD).behaviour();
+        let mut warnings = Vec::new();
         let metrics_listen = self
             .metrics_listen
             .or(file.metrics_listen)
             .map(|addr| parse_listen_address(&addr))
             .transpose()?;
-        let instance_idle_timeout = self
-            .instance_idle_timeout
-            .or(file.instance_idle_timeout)
-            .unwrap_or(600);
+        let idle_given = self.instance_idle_timeout.or(file.instance_idle_timeout);
+        // Kong 3.5 and 3.6 loop forever on an instance the server let go: never expire one
+        // there unless told to.
+        let storms = kong.lost_instance == LostInstance::Storm;
+        let instance_idle_timeout = idle_given.unwrap_or(if storms { 0 } else { 600 });
+        if storms && instance_idle_timeout > 0 {
+            warnings.push(format!(
+                "instance-idle-timeout = {instance_idle_timeout} with Kong {}: Kong 3.5 and 3.6 \
+                 retry an expired instance forever (a HandleEvent storm per request); set 0",
+                kong.first
+            ));
+        }
+        let env_prefix = kong_prefix_env
+            .filter(|_| kong.default_socket == DefaultSocket::Prefix)
+            .filter(|p| !p.as_os_str().is_empty());
         let limits = Limits {
             max_message: self
                 .max_message_size
@@ -449,6 +499,7 @@ impl SettingsArgs {
                 .unwrap_or_else(|| "/usr/local/lib/kong/rust-plugins".into()),
             kong_prefix: self
                 .kong_prefix
+                .or(env_prefix)
                 .or(file.kong_prefix)
                 .unwrap_or_else(|| "/usr/local/kong".into()),
             limits,
@@ -497,6 +548,8 @@ impl SettingsArgs {
                 self.slow_handler_ms.or(file.slow_handler_ms).unwrap_or(100),
             ),
             protocol: self.protocol.or(file.protocol).unwrap_or_default(),
+            kong_version,
+            warnings,
         })
     }
 }
@@ -560,6 +613,57 @@ mod tests {
         let file: SettingsArgs = toml::from_str("protocol = \"protobuf\"").unwrap();
         let settings = SettingsArgs::default().resolve(file).unwrap();
         assert_eq!(settings.protocol.dump_name(), "ProtoBuf:1");
+    }
+
+    #[test]
+    fn the_kong_version_sets_its_defaults() {
+        let v36 = SettingsArgs {
+            kong_version: Some(KongVersion::V3_6),
+            ..SettingsArgs::default()
+        };
+        let settings = v36.clone().resolve(SettingsArgs::default()).unwrap();
+        assert_eq!(settings.instance_idle_timeout, None, "3.6 storms on expiry");
+        assert!(settings.warnings.is_empty());
+        let forced = SettingsArgs {
+            instance_idle_timeout: Some(60),
+            ..v36
+        };
+        let settings = forced.resolve(SettingsArgs::default()).unwrap();
+        assert_eq!(
+            settings.instance_idle_timeout,
+            Some(Duration::from_secs(60))
+        );
+        assert!(
+            settings.warnings[0].contains("storm"),
+            "{:?}",
+            settings.warnings
+        );
+
+        let file: SettingsArgs =
+            toml::from_str("kong-version = \"3.4\"\nkong-prefix = \"/file\"").unwrap();
+        let settings = SettingsArgs::default()
+            .resolve_with(file.clone(), Some("/from-kong".into()))
+            .unwrap();
+        assert_eq!(settings.kong(), KongVersion::V3_4);
+        assert_eq!(
+            settings.kong_prefix,
+            PathBuf::from("/file"),
+            "3.4's default socket ignores Kong's prefix"
+        );
+        let head = SettingsArgs::default()
+            .resolve_with(SettingsArgs::default(), Some("/from-kong".into()))
+            .unwrap();
+        assert_eq!(head.kong_prefix, PathBuf::from("/from-kong"));
+        assert_eq!(head.kong(), KongVersion::HEAD);
+        let flag = SettingsArgs {
+            kong_prefix: Some("/flag".into()),
+            ..SettingsArgs::default()
+        };
+        let settings = flag
+            .resolve_with(SettingsArgs::default(), Some("/from-kong".into()))
+            .unwrap();
+        assert_eq!(settings.kong_prefix, PathBuf::from("/flag"));
+        assert!(toml::from_str::<SettingsArgs>("kong-version = \"2.8\"").is_err());
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! Describe a request with [`TestRequest`], build your plugin with [`instance`], and run
 //! its phase handlers in-process with [`TestRequest::run`] or a [`Simulation`]. Every PDK
 //! call is answered from the described request, the way Kong would answer it (same
-//! shapes, same nils, the same refusals outside a call's phases), and everything the
+//! shapes, same nils, the same Lua errors outside a call's phases, from the phase table of
+//! `kong_rust_pdk::kong_versions` that `docs/pdk.md` is generated from; Kong's
+//! development branch unless [`TestRequest::kong_version`] names a release), and everything the
 //! plugin did is recorded: the client response, an exit, the upstream request, ctx
 //! values, log lines and every call with its arguments. No daemon, no socket. Handlers
 //! may await tokio futures (timers, sockets, clients built on tokio) as in the daemon:
@@ -63,7 +65,9 @@ use std::sync::Arc;
 
 pub use answer::{HOSTNAME, NODE_ID, PLUGIN_ID, START_TIME};
 pub use handler::HandlerFn;
-pub use record::{Call, ClientResponse, Exit, LogLine, PhaseOutcome, Recorded, UpstreamRequest};
+pub use record::{
+    Call, ClientResponse, Exit, LogLine, PhaseOutcome, Recorded, TelemetryLog, UpstreamRequest,
+};
 pub use request::{TestRequest, UpstreamResponse};
 pub use sim::Simulation;
 

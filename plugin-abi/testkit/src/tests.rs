@@ -123,7 +123,12 @@ fn exit_ends_the_handler_and_is_recorded() {
     let sim = TestRequest::get("/?deny").run(&gate(), Phase::Access);
     let exit = sim.exit.as_ref().expect("an exit");
     assert_eq!(exit.status, 403);
-    assert_eq!(exit.body, Some(Value::map([("denied", Value::Bool(true))])));
+    // A JSON body goes to Kong as text, with Kong's own JSON content type.
+    assert_eq!(exit.body, Some(Value::from(r#"{"denied":true}"#)));
+    assert_eq!(
+        exit.headers.get("Content-Type"),
+        Some("application/json; charset=utf-8")
+    );
     assert_eq!(sim.response.status, 403);
     assert_eq!(sim.response.body, br#"{"denied":true}"#);
     assert_eq!(sim.methods().last(), Some(&"kong.response.exit"));
@@ -293,4 +298,39 @@ fn constructors_run_in_the_runtime_and_their_tasks_keep_running() {
     let sim = TestRequest::get("/").run(&plugin, Phase::Access);
     let ticks: u64 = sim.response.header("x-ticks").unwrap().parse().unwrap();
     assert!(ticks >= 3);
+}
+
+#[test]
+fn a_kong_version_refuses_the_functions_it_lacks_as_the_daemon_does() {
+    async fn retries(kong: &Kong) -> PdkResult<()> {
+        match kong.service().set_retries(3).await {
+            Err(PdkError::Unavailable { .. }) => kong.log().warn("no retries here").await,
+            other => other,
+        }
+    }
+    use kong_rust_pdk::kong_versions::KongVersion;
+    let old = TestRequest::get("/")
+        .kong_version(KongVersion::V3_4)
+        .run_handler(Phase::Access, |k| Box::pin(retries(k)));
+    assert!(old.logged("warn", "no retries here"));
+    assert_eq!(old.refused_calls[0].0, "kong.service.set_retries");
+    assert_eq!(old.upstream_request.retries, None);
+    let head = TestRequest::get("/").run_handler(Phase::Access, |k| Box::pin(retries(k)));
+    assert_eq!(head.upstream_request.retries, Some(3));
+    assert!(head.refused_calls.is_empty());
+}
+
+#[test]
+fn a_call_kong_raises_on_abandons_the_event_with_kongs_500() {
+    async fn early_serialize(kong: &Kong) -> PdkResult<()> {
+        kong.log().serialize().await?;
+        kong.response().set_header("x-never", "1").await
+    }
+    let mut sim = Simulation::new(TestRequest::get("/"));
+    let outcome = sim.run_handler(Phase::Access, |k| Box::pin(early_serialize(k)));
+    let err = outcome.result.unwrap_err();
+    assert!(err.contains("abandoned the event"), "{err}");
+    assert!(err.contains("only in: log"), "{err}");
+    assert_eq!(sim.response.status, 500);
+    assert_eq!(sim.response.header("x-never"), None);
 }

@@ -29,7 +29,7 @@ use kong_rust_plugin_abi::{EventBox, EventPoll, FfiWaker, OnFailure, Phase, Step
 use kong_rust_pluginserver_protocol::frame;
 use sync_wrapper::SyncWrapper;
 
-use super::{Daemon, EventIds, Scope, instances::Instance};
+use super::{Daemon, EventIds, PluginEntry, Scope, instances::Instance};
 use crate::waitable::WaitableCount;
 
 /// What Kong is told next about an event: the `Data` of its StepData.
@@ -79,6 +79,9 @@ pub enum FailureReason {
     /// A Step for an event this daemon does not have: it finished, was reaped, or ran in
     /// a daemon that is gone.
     UnknownEvent,
+    /// The plugin refused the instance's configuration, and the Kong served (3.0) cannot
+    /// be told at StartInstance.
+    ConfigRefused,
 }
 
 impl FailureReason {
@@ -90,6 +93,7 @@ impl FailureReason {
             FailureReason::NoHandler => "no_handler",
             FailureReason::Overloaded => "overloaded",
             FailureReason::UnknownEvent => "unknown_event",
+            FailureReason::ConfigRefused => "config_refused",
         }
     }
 
@@ -204,7 +208,28 @@ impl Daemon {
         event_name: &[u8],
         reply: impl FnOnce(u64, EventReply<'_>) -> R,
     ) -> Result<R, StartEventError> {
-        let instance = self.instance(scope, instance_id)?;
+        let instance = match self.instance(scope, instance_id) {
+            Ok(instance) => instance,
+            Err(unknown) => {
+                let (plugin, reason) = self.refused_instance(scope, instance_id).ok_or(unknown)?;
+                let phase = Phase::from_name(event_name).ok_or_else(|| NotAPhase {
+                    plugin: plugin.name().to_owned(),
+                    event: String::from_utf8_lossy(event_name).into_owned(),
+                })?;
+                let event_id = self.event_ids.next(phase);
+                plugin.metrics().phase(phase).events.inc();
+                let message = format!("the plugin refused this instance's configuration: {reason}");
+                return Ok(self.fail(
+                    &plugin,
+                    instance_id,
+                    phase,
+                    event_id,
+                    FailureReason::ConfigRefused,
+                    &message,
+                    reply,
+                ));
+            }
+        };
         instance.last_used.store(self.now_ms(), Ordering::Relaxed);
         let plugin = &instance.plugin;
         let Some(phase) = Phase::from_name(event_name) else {
@@ -220,7 +245,8 @@ impl Daemon {
         if !plugin.implements(phase) {
             let reason = format!("the plugin does not implement the {phase} phase");
             return Ok(self.fail(
-                &instance,
+                &instance.plugin,
+                instance.id,
                 phase,
                 event_id,
                 FailureReason::NoHandler,
@@ -236,7 +262,8 @@ impl Daemon {
                 self.limits.max_events_per_instance
             );
             return Ok(self.fail(
-                &instance,
+                &instance.plugin,
+                instance.id,
                 phase,
                 event_id,
                 FailureReason::Overloaded,
@@ -253,7 +280,15 @@ impl Daemon {
                     FailureReason::Error
                 };
                 let message = err.message.into_string();
-                return Ok(self.fail(&instance, phase, event_id, why, &message, reply));
+                return Ok(self.fail(
+                    &instance.plugin,
+                    instance.id,
+                    phase,
+                    event_id,
+                    why,
+                    &message,
+                    reply,
+                ));
             }
         };
         let event = Event::new(self.live.clone(), instance.clone(), phase, handle);
@@ -356,8 +391,8 @@ impl Daemon {
                     EventPoll::Pending => return Poll::Pending,
                     EventPoll::Call { method, args } => {
                         let method = method.as_str();
-                        let gate = self.call_gate.as_deref();
-                        if let Some(reason) = gate.and_then(|gate| gate.refuse(method)) {
+                        let refused = self.call_gates.iter().find_map(|g| g.refuse(method));
+                        if let Some(reason) = refused {
                             // Answered here, without Kong; the handler runs on.
                             tracing::debug!(
                                 plugin = %event.instance.plugin.name(),
@@ -432,7 +467,15 @@ impl Daemon {
                     .duration
                     .observe(event.started.elapsed().as_secs_f64());
                 let reply = reply.take().expect("a failed poll did not reply");
-                return self.fail(&event.instance, event.phase, event_id, why, &message, reply);
+                return self.fail(
+                    &event.instance.plugin,
+                    event.instance.id,
+                    event.phase,
+                    event_id,
+                    why,
+                    &message,
+                    reply,
+                );
             }
         }
         answered.expect("every stop but a failure replies")
@@ -440,16 +483,17 @@ impl Daemon {
 
     /// Logs and counts a failure of `instance`'s event, and replies as the plugin's failure
     /// policy and the phase say: end the request, or let it go on.
+    #[allow(clippy::too_many_arguments)]
     fn fail<R>(
         &self,
-        instance: &Instance,
+        plugin: &PluginEntry,
+        instance_id: u64,
         phase: Phase,
         event_id: u64,
         why: FailureReason,
         message: &str,
         reply: impl FnOnce(u64, EventReply<'_>) -> R,
     ) -> R {
-        let plugin = &instance.plugin;
         let policy = plugin.manifest().on_failure;
         let answer = settle(why, phase, policy);
         let metrics = plugin.metrics();
@@ -462,7 +506,7 @@ impl Daemon {
         tracing::warn!(
             plugin = %plugin.name(),
             phase = %phase,
-            instance = instance.id,
+            instance = instance_id,
             event = event_id,
             reason = why.label(),
             "{message}; {}",

@@ -221,7 +221,7 @@ impl Daemon {
             }
             keep
         });
-        before.saturating_sub(self.instances.len())
+        before.saturating_sub(self.instances.len()) + self.expire_refused_instances(cutoff)
     }
 
     /// Releases every instance of `plugin` (a reload replaced it): Kong starts them again
@@ -229,5 +229,6 @@ impl Daemon {
     pub(crate) fn release_instances_of(&self, plugin: &Arc<PluginEntry>) {
         self.instances
             .retain(|_, instance| !Arc::ptr_eq(&instance.plugin, plugin));
+        self.release_refused_instances_of(plugin);
     }
 }

@@ -16,6 +16,7 @@ mod ids;
 mod instance_config;
 mod instances;
 mod plugins;
+mod refused;
 mod status;
 
 use std::{
@@ -73,10 +74,15 @@ pub struct Daemon {
     /// Set when a successor is ready: connections go to it at their next request that is
     /// not a Step of one of this daemon's events.
     handing_over: AtomicBool,
-    /// Checks PDK calls before they go to Kong (none: every call goes).
-    call_gate: Option<Box<dyn CallGate>>,
+    /// Check PDK calls before they go to Kong, in order; the first refusal wins (none:
+    /// every call goes). The Kong version served and the protocol each add one.
+    call_gates: Vec<Box<dyn CallGate>>,
     /// What the plugin sockets speak.
     protocol: Protocol,
+    /// Kong 3.0: a configuration the plugin refuses still gets an instance (`refused`).
+    accept_refused_configs: bool,
+    /// Those instances, by id.
+    refused: DashMap<u64, refused::RefusedInstance, FxBuildHasher>,
 }
 
 /// Plugins by name, and the slot each name has had (kept across reloads).
@@ -102,8 +108,10 @@ impl Daemon {
             metrics: Metrics::new(),
             shutting_down: AtomicBool::new(false),
             handing_over: AtomicBool::new(false),
-            call_gate: None,
+            call_gates: Vec::new(),
             protocol: Protocol::Msgpack,
+            accept_refused_configs: false,
+            refused: DashMap::with_hasher(FxBuildHasher),
         };
         for plugin in plugins {
             daemon.install(plugin);
@@ -111,9 +119,10 @@ impl Daemon {
         daemon
     }
 
-    /// The same daemon, checking every PDK call with `gate` before it goes to Kong.
+    /// The same daemon, also checking every PDK call with `gate` before it goes to Kong
+    /// (after the gates it already has).
     pub fn with_call_gate(mut self, gate: impl CallGate + 'static) -> Daemon {
-        self.call_gate = Some(Box::new(gate));
+        self.call_gates.push(Box::new(gate));
         self
     }
 

@@ -107,6 +107,7 @@ pub fn run(settings: &Settings) -> Result<(), LifecycleError> {
     let options = LoadOptions {
         copy_dir: Some(settings.kong_prefix.join(".kong-rust-pluginserver-libs")),
         allow_insecure: settings.allow_insecure_plugins,
+        kong_version: settings.kong_version,
     };
     // Fail fast on an unusable directory, before waiting for the lock.
     loader::plugin_files(&settings.plugins_directory, &options)?;
@@ -153,9 +154,9 @@ pub fn run(settings: &Settings) -> Result<(), LifecycleError> {
             plugin.path.display()
         );
     }
-    let daemon = Arc::new(
-        Daemon::new(scan.plugins.into_values(), settings.limits).with_protocol(settings.protocol),
-    );
+    let daemon = Daemon::new(scan.plugins.into_values(), settings.limits);
+    let daemon = crate::kong_compat::configure(daemon, settings.kong_version);
+    let daemon = Arc::new(daemon.with_protocol(settings.protocol));
     tracing::info!("speaking {}", settings.protocol.dump_name());
     let serving = Serving::new(daemon.clone(), serving_options(settings))
         .map_err(start_error("the event loops"))?;
