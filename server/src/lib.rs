@@ -9,11 +9,14 @@
 //!   on each plugin's event loop (or a thread each), with their limits;
 //! - [`lifecycle`]: serve lock, standby and takeover, hand-over, signals, reload, drain,
 //!   housekeeping;
+//! - [`protobuf`]: serving a connection in Kong's ProtoBuf:1 protocol instead;
 //! - [`metrics`] (the families, a leaf) and [`admin`] (their HTTP endpoint);
 //! - [`probe`]: each library tried in a short-lived process before the daemon maps it;
 //! - [`isolation`]: `--isolation process`, a supervisor and a worker process per plugin;
 //! - [`settings`]: flags, environment and config file;
-//! - [`dump`], [`conf_lines`], [`template`], [`playback`]: what the subcommands produce.
+//! - [`kong_compat`]: the daemon set up for the Kong release it serves (`--kong-version`);
+//! - [`dump`], [`conf_lines`], [`plugin_links`], [`template`], [`playback`]: what the
+//!   subcommands produce.
 
 pub mod admin;
 pub mod conf_lines;
@@ -23,12 +26,15 @@ pub mod dump;
 pub mod heartbeat;
 pub mod inherit;
 pub mod isolation;
+pub mod kong_compat;
 pub mod lifecycle;
 pub mod loader;
 pub mod metrics;
 pub mod playback;
+pub mod plugin_links;
 pub mod plugin_log;
 pub mod probe;
+pub mod protobuf;
 pub mod rpc;
 pub mod serving;
 pub mod settings;

@@ -89,6 +89,9 @@ pub struct LoadOptions {
     /// Try each library in a short-lived process before mapping it here (see
     /// [`crate::probe`]); `None`: map it directly.
     pub probe: Option<crate::probe::Probe>,
+    /// The Kong release served: a plugin whose dump it would refuse is not loaded
+    /// (`None`: Kong's development branch, whose rules every plugin is checked against).
+    pub kong_version: Option<kong_rust_pdk::kong_versions::KongVersion>,
 }
 
 /// Identifies a file's content as loaded, to tell whether a reload must load it again.
@@ -227,6 +230,14 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedPlugin, LoadErro
         set_host_logger(crate::plugin_log::host_logger());
     }
     let mut plugin = LoadedPlugin::from_module(module, path)?;
+    if let Some(version) = options.kong_version {
+        crate::kong_compat::check_dump(&plugin.manifest, version).map_err(|reason| {
+            LoadError::InvalidInfo {
+                path: path.to_owned(),
+                reason,
+            }
+        })?;
+    }
     plugin.identity = identity;
     plugin.modified = std::fs::metadata(path)
         .and_then(|m| m.modified())
@@ -364,9 +375,7 @@ fn one_line(text: &str) -> String {
 fn validate(manifest: Manifest) -> Result<Manifest, String> {
     let name = &manifest.name;
     if !is_valid_name(name) {
-        return Err(format!(
-            "plugin name {name:?} must be 1-64 characters of a-z, 0-9, '-' and '_', starting with a letter or digit"
-        ));
+        return Err(format!("plugin name {name:?} must be {NAME_RULE}"));
     }
     let version = &manifest.version;
     let parts: Vec<&str> = version.split('.').collect();
@@ -386,7 +395,12 @@ fn validate(manifest: Manifest) -> Result<Manifest, String> {
     Ok(manifest)
 }
 
-/// Plugin names become file names (`<prefix>/<name>.socket`) and kong.conf keys.
+/// What a plugin name may be, as every message states it.
+pub const NAME_RULE: &str =
+    "1-64 characters of a-z, 0-9, '-' and '_', starting with a letter or digit";
+
+/// Plugin names become file names (`<prefix>/<name>.socket`) and kong.conf keys:
+/// [`NAME_RULE`].
 pub fn is_valid_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     (1..=64).contains(&bytes.len())

@@ -5,7 +5,7 @@
 
 mod cli;
 
-use std::process::ExitCode;
+use std::{path::Path, process::ExitCode};
 
 use clap::{CommandFactory, Parser};
 use kong_rust_pluginserver::{
@@ -14,7 +14,10 @@ use kong_rust_pluginserver::{
     settings::{self, Settings, SettingsArgs},
 };
 
-use cli::Cli;
+use cli::{
+    Cli,
+    invocation::{self, DEFAULT_CONFIG, Invocation},
+};
 
 fn main() -> ExitCode {
     // Processes the daemon starts itself (a library probe, a plugin worker): no command
@@ -25,22 +28,55 @@ fn main() -> ExitCode {
         Some(worker::SUBCOMMAND) => return worker::main(&args[1..]),
         _ => {}
     }
-    let cli = Cli::parse();
+    let invoked = invocation::read(
+        std::env::args_os().collect(),
+        Path::new(DEFAULT_CONFIG).exists(),
+        std::env::var_os("KONG_RUST_PLUGINSERVER_CONFIG").is_some(),
+    );
+    let (args, link) = match invoked {
+        Ok(Invocation::Full(args)) => (args, None),
+        Ok(Invocation::Link { plugin, args }) => (args, Some(plugin)),
+        Err(err) => {
+            eprintln!("kong-rust-pluginserver: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(args);
     let settings = match resolve_settings(&cli) {
         Ok(settings) => settings,
         Err(err) => {
-            eprintln!("kong-rust-pluginserver: {err:#}");
+            eprintln!("kong-rust-pluginserver: {}", report(&err));
             return ExitCode::FAILURE;
         }
     };
     init_logging(&settings);
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
+    if let Some(plugin) = link {
+        tracing::debug!("invoked as plugin {plugin}'s link (Kong's default command)");
+    }
     match cli::run(cli, settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{err:#}");
+            tracing::error!("{}", report(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each said once: the library's errors already
+/// name their cause in their own message.
+fn report(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// Flags and environment, then the file, then defaults; unknown variables refused.
@@ -55,7 +91,8 @@ fn resolve_settings(cli: &Cli) -> anyhow::Result<Settings> {
         Some(path) => SettingsArgs::from_file(path)?,
         None => SettingsArgs::default(),
     };
-    Ok(cli.settings.clone().resolve(file)?)
+    let kong_prefix = std::env::var_os("KONG_PREFIX").map(std::path::PathBuf::from);
+    Ok(cli.settings.clone().resolve_with(file, kong_prefix)?)
 }
 
 /// Logs go to stderr: Kong copies the daemon's stderr into its error.log, and stdout must

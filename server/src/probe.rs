@@ -30,6 +30,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use kong_rust_pdk::kong_versions::KongVersion;
 use kong_rust_plugin_abi::Manifest;
 use serde::{Deserialize, Serialize};
 
@@ -43,12 +44,15 @@ pub const SUBCOMMAND: &str = "__probe";
 pub struct Probe {
     /// How long the child may take.
     pub timeout: Duration,
+    /// The Kong release served: the child checks the plugin's dump against its rules.
+    pub kong_version: Option<KongVersion>,
 }
 
 impl Default for Probe {
     fn default() -> Probe {
         Probe {
             timeout: Duration::from_secs(10),
+            kong_version: None,
         }
     }
 }
@@ -124,9 +128,11 @@ impl Probe {
     /// Runs the child on `target`, with `inherit` as its descriptor 3 if given.
     fn run(&self, target: &OsStr, inherit: Option<i32>) -> Result<Report, ProbeError> {
         let mut command = Command::new(own_binary());
+        command.arg(SUBCOMMAND).arg(target);
+        if let Some(version) = self.kong_version {
+            command.arg(version.to_string());
+        }
         command
-            .arg(SUBCOMMAND)
-            .arg(target)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -214,20 +220,25 @@ pub fn own_binary() -> PathBuf {
 const INHERITED_FD: i32 = 3;
 const INHERITED_PATH: &str = "/proc/self/fd/3";
 
-/// `__probe <library>`: loads the library as the daemon would, prints one line of JSON,
+/// `__probe <library> [kong version]`: loads the library as the daemon would, prints one line of JSON,
 /// and leaves without running any exit handler or library destructor.
 pub fn child_main(args: &[std::ffi::OsString]) -> ExitCode {
     // SAFETY: prctl(2) with PR_SET_PDEATHSIG has no memory preconditions; a probe whose
     // daemon is gone has no reason to go on.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     let Some(target) = args.first() else {
-        eprintln!("usage: {SUBCOMMAND} <library>");
+        eprintln!("usage: {SUBCOMMAND} <library> [kong version]");
         return ExitCode::from(2);
     };
+    let kong_version = args
+        .get(1)
+        .and_then(|v| v.to_str())
+        .and_then(|v| KongVersion::parse(v).ok());
     let options = LoadOptions {
         copy_dir: None,
         allow_insecure: true,
         probe: None,
+        kong_version,
     };
     let report = match loader::load(Path::new(target), &options) {
         Ok(plugin) => Report::Plugin(Box::new(plugin.manifest.clone())),

@@ -12,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+use kong_rust_pdk::kong_versions::{DefaultSocket, KongVersion, LostInstance};
 use serde::{Deserialize, Serialize};
 
 /// Limits that protect the daemon from runaway clients and plugins.
@@ -137,6 +138,36 @@ impl Isolation {
         match self {
             Isolation::None => "none",
             Isolation::Process => "process",
+        }
+    }
+}
+
+/// The pluginserver protocol the plugin sockets speak (the dump announces it to Kong).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// `MsgPack:1` (the default): MessagePack-RPC, one RPC per pooled connection.
+    #[default]
+    Msgpack,
+    /// `ProtoBuf:1` (go-pdk's protocol): a whole event on one connection, encoded in C on
+    /// Kong's side. Carries 74 PDK functions; the others fail in the plugin.
+    Protobuf,
+}
+
+impl Protocol {
+    /// The name the dump's `"Protocol"` key gives Kong.
+    pub fn dump_name(self) -> &'static str {
+        match self {
+            Protocol::Msgpack => "MsgPack:1",
+            Protocol::Protobuf => kong_rust_pluginserver_protocol::protobuf::PROTOCOL,
+        }
+    }
+
+    /// The flag that selects it (empty for the default).
+    pub fn flag(self) -> &'static str {
+        match self {
+            Protocol::Msgpack => "",
+            Protocol::Protobuf => "--protocol protobuf",
         }
     }
 }
@@ -316,6 +347,17 @@ pub struct SettingsArgs {
     )]
     pub slow_handler_ms: Option<u64>,
 
+    /// The protocol of the plugin sockets: msgpack (Kong's MsgPack:1, the default) or
+    /// protobuf (Kong's ProtoBuf:1, cheaper for Kong; 74 PDK functions). Give it to the
+    /// query command too: the dump tells Kong which protocol to speak.
+    #[arg(
+        long,
+        value_enum,
+        global = true,
+        env = "KONG_RUST_PLUGINSERVER_PROTOCOL"
+    )]
+    pub protocol: Option<Protocol>,
+
     /// Serve Prometheus metrics at http://ADDR/metrics. A bare port listens on 127.0.0.1.
     #[arg(
         long,
@@ -368,6 +410,18 @@ pub struct SettingsArgs {
         env = "KONG_RUST_PLUGINSERVER_PROBE_TIMEOUT"
     )]
     pub probe_timeout: Option<u64>,
+
+    /// The Kong release that runs the plugins (3.0 or later, e.g. 3.4): dumps follow its
+    /// schema rules, calls of PDK functions it lacks fail in the plugin, and its quirks are
+    /// worked around (docs/kong-versions.md) [default: Kong's development branch, 3.10].
+    #[arg(
+        long,
+        global = true,
+        value_name = "X.Y",
+        value_parser = KongVersion::parse,
+        env = "KONG_RUST_PLUGINSERVER_KONG_VERSION"
+    )]
+    pub kong_version: Option<KongVersion>,
 }
 
 /// The settings in force.
@@ -417,6 +471,20 @@ pub struct Settings {
     pub worker_memory_limit: Option<u64>,
     /// How long the probe process may take to load a library.
     pub probe_timeout: Duration,
+    /// The protocol of the plugin sockets.
+    pub protocol: Protocol,
+    /// The Kong release served, if configured (`None`: Kong's development branch).
+    pub kong_version: Option<KongVersion>,
+    /// Settings that work but fight the configured Kong, to log once logging is up.
+    pub warnings: Vec<String>,
+}
+
+impl Settings {
+    /// The Kong release whose rules apply: the configured one, else Kong's development
+    /// branch.
+    pub fn kong(&self) -> KongVersion {
+        self.kong_version.unwrap_or(KongVersion::HEAD)
+    }
 }
 
 impl SettingsArgs {
@@ -428,23 +496,49 @@ impl SettingsArgs {
         })?;
         toml::from_str(&text).map_err(|e| SettingsError::File {
             path: path.to_owned(),
-            message: e.to_string().trim_end().replace('\n', " "),
+            // toml's message points at the line and column with a caret: keep its lines.
+            message: e.to_string().trim_end().to_owned(),
         })
     }
 
     /// Each setting from `self` (flags and environment), else from `file`, else the
     /// default.
     pub fn resolve(self, file: SettingsArgs) -> Result<Settings, SettingsError> {
+        self.resolve_with(file, None)
+    }
+
+    /// [`resolve`](Self::resolve), with Kong's own `KONG_PREFIX` from the environment: it
+    /// sets the prefix when no flag or `KONG_RUST_PLUGINSERVER_KONG_PREFIX` does, ahead of
+    /// the file. Not for Kong 3.0–3.8, whose default socket ignores Kong's prefix.
+    pub fn resolve_with(
+        self,
+        file: SettingsArgs,
+        kong_prefix_env: Option<PathBuf>,
+    ) -> Result<Settings, SettingsError> {
         let defaults = Limits::default();
+        let kong_version = self.kong_version.or(file.kong_version);
+        let kong = kong_version.unwrap_or(KongVersion::HEAD).behaviour();
+        let mut warnings = Vec::new();
         let metrics_listen = self
             .metrics_listen
             .or(file.metrics_listen)
             .map(|addr| parse_listen_address(&addr))
             .transpose()?;
-        let instance_idle_timeout = self
-            .instance_idle_timeout
-            .or(file.instance_idle_timeout)
-            .unwrap_or(600);
+        let idle_given = self.instance_idle_timeout.or(file.instance_idle_timeout);
+        // Kong 3.5 and 3.6 loop forever on an instance the server let go: never expire one
+        // there unless told to.
+        let storms = kong.lost_instance == LostInstance::Storm;
+        let instance_idle_timeout = idle_given.unwrap_or(if storms { 0 } else { 600 });
+        if storms && instance_idle_timeout > 0 {
+            warnings.push(format!(
+                "instance-idle-timeout = {instance_idle_timeout} with Kong {}: Kong 3.5 and 3.6 \
+                 retry an expired instance forever (a HandleEvent storm per request); set 0",
+                kong.first
+            ));
+        }
+        let env_prefix = kong_prefix_env
+            .filter(|_| kong.default_socket == DefaultSocket::Prefix)
+            .filter(|p| !p.as_os_str().is_empty());
         let limits = Limits {
             max_message: self
                 .max_message_size
@@ -484,6 +578,7 @@ impl SettingsArgs {
                 .unwrap_or_else(|| "/usr/local/lib/kong/rust-plugins".into()),
             kong_prefix: self
                 .kong_prefix
+                .or(env_prefix)
                 .or(file.kong_prefix)
                 .unwrap_or_else(|| "/usr/local/kong".into()),
             limits,
@@ -551,6 +646,9 @@ impl SettingsArgs {
                     .unwrap_or(10)
                     .max(1),
             ),
+            protocol: self.protocol.or(file.protocol).unwrap_or_default(),
+            kong_version,
+            warnings,
         })
     }
 }
@@ -626,6 +724,61 @@ mod tests {
             settings.instance_idle_timeout,
             Some(Duration::from_secs(600))
         );
+        assert_eq!(settings.protocol, Protocol::Msgpack);
+        let file: SettingsArgs = toml::from_str("protocol = \"protobuf\"").unwrap();
+        let settings = SettingsArgs::default().resolve(file).unwrap();
+        assert_eq!(settings.protocol.dump_name(), "ProtoBuf:1");
+    }
+
+    #[test]
+    fn the_kong_version_sets_its_defaults() {
+        let v36 = SettingsArgs {
+            kong_version: Some(KongVersion::V3_6),
+            ..SettingsArgs::default()
+        };
+        let settings = v36.clone().resolve(SettingsArgs::default()).unwrap();
+        assert_eq!(settings.instance_idle_timeout, None, "3.6 storms on expiry");
+        assert!(settings.warnings.is_empty());
+        let forced = SettingsArgs {
+            instance_idle_timeout: Some(60),
+            ..v36
+        };
+        let settings = forced.resolve(SettingsArgs::default()).unwrap();
+        assert_eq!(
+            settings.instance_idle_timeout,
+            Some(Duration::from_secs(60))
+        );
+        assert!(
+            settings.warnings[0].contains("storm"),
+            "{:?}",
+            settings.warnings
+        );
+
+        let file: SettingsArgs =
+            toml::from_str("kong-version = \"3.4\"\nkong-prefix = \"/file\"").unwrap();
+        let settings = SettingsArgs::default()
+            .resolve_with(file.clone(), Some("/from-kong".into()))
+            .unwrap();
+        assert_eq!(settings.kong(), KongVersion::V3_4);
+        assert_eq!(
+            settings.kong_prefix,
+            PathBuf::from("/file"),
+            "3.4's default socket ignores Kong's prefix"
+        );
+        let head = SettingsArgs::default()
+            .resolve_with(SettingsArgs::default(), Some("/from-kong".into()))
+            .unwrap();
+        assert_eq!(head.kong_prefix, PathBuf::from("/from-kong"));
+        assert_eq!(head.kong(), KongVersion::HEAD);
+        let flag = SettingsArgs {
+            kong_prefix: Some("/flag".into()),
+            ..SettingsArgs::default()
+        };
+        let settings = flag
+            .resolve_with(SettingsArgs::default(), Some("/from-kong".into()))
+            .unwrap();
+        assert_eq!(settings.kong_prefix, PathBuf::from("/flag"));
+        assert!(toml::from_str::<SettingsArgs>("kong-version = \"2.8\"").is_err());
     }
 
     #[test]

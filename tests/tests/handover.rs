@@ -45,8 +45,19 @@ fn finish(kong: &Kong, event: &Value) {
 
 #[test]
 fn a_successor_takes_over_without_refusing_or_closing_anything() {
+    successor_takes_over(&[]);
+}
+
+#[test]
+fn a_successor_takes_over_from_a_thread_per_connection_daemon() {
+    successor_takes_over(&["--thread-per-connection"]);
+}
+
+fn successor_takes_over(mode: &[&str]) {
     let scratch = Scratch::with_plugins(&["rust-hello"]);
-    let mut old = scratch.start(&["rust-hello"]);
+    let mut old = scratch.start_with(&["rust-hello"], |cmd| {
+        cmd.args(mode);
+    });
     let old_pid = u64::from(old.pid());
     let kong = old.kong();
     let mut instance = kong.start_instance("rust-hello", json!({})).unwrap();

@@ -84,6 +84,9 @@ pub enum FailureReason {
     Crashed,
     /// The instance's configuration is quarantined: it crashed its worker repeatedly.
     Quarantined,
+    /// The plugin refused the instance's configuration, and the Kong served (3.0) cannot
+    /// be told at StartInstance.
+    ConfigRefused,
 }
 
 impl FailureReason {
@@ -97,6 +100,7 @@ impl FailureReason {
             FailureReason::UnknownEvent => "unknown_event",
             FailureReason::Crashed => "crash",
             FailureReason::Quarantined => "quarantined",
+            FailureReason::ConfigRefused => "config_refused",
         }
     }
 
@@ -216,6 +220,25 @@ impl Daemon {
         let instance = match self.instance(scope, instance_id) {
             Ok(instance) => instance,
             Err(unknown) => {
+                if let Some((plugin, reason)) = self.refused_instance(scope, instance_id) {
+                    let phase = Phase::from_name(event_name).ok_or_else(|| NotAPhase {
+                        plugin: plugin.name().to_owned(),
+                        event: String::from_utf8_lossy(event_name).into_owned(),
+                    })?;
+                    let event_id = self.event_ids.next(phase);
+                    plugin.metrics().phase(phase).events.inc();
+                    let message =
+                        format!("the plugin refused this instance's configuration: {reason}");
+                    return Ok(self.fail(
+                        &plugin,
+                        instance_id,
+                        phase,
+                        event_id,
+                        FailureReason::ConfigRefused,
+                        &message,
+                        reply,
+                    ));
+                }
                 let quarantined = Phase::from_name(event_name)
                     .and_then(|phase| self.quarantined_event(scope, instance_id, phase, reply));
                 return quarantined.ok_or(unknown.into());
@@ -282,7 +305,15 @@ impl Daemon {
                     FailureReason::Error
                 };
                 let message = err.message.into_string();
-                return Ok(self.fail(plugin, instance.id, phase, event_id, why, &message, reply));
+                return Ok(self.fail(
+                    &instance.plugin,
+                    instance.id,
+                    phase,
+                    event_id,
+                    why,
+                    &message,
+                    reply,
+                ));
             }
         };
         let event = Event::new(self.live.clone(), instance.clone(), phase, handle);
@@ -318,6 +349,29 @@ impl Daemon {
             Some(raw) => StepInput::Value(raw.into()),
         };
         self.drive(event_id, event, input, reply).await
+    }
+
+    /// Frees event `event_id` of `scope`, waiting for Kong, that Kong gave up on (over
+    /// ProtoBuf:1 an event lives on one connection, and Kong abandons that connection when
+    /// its Lua raises inside a PDK call). Counts as abandoned; returns whether it existed.
+    pub fn abandon_event(&self, scope: &Scope, event_id: u64) -> bool {
+        if !self.event_allowed(scope, event_id) {
+            return false;
+        }
+        let Some((_, event)) = self.events.remove(&event_id) else {
+            return false;
+        };
+        let event = event.into_inner();
+        let plugin = &event.instance.plugin;
+        plugin.metrics().phase(event.phase).abandoned.inc();
+        tracing::debug!(
+            plugin = %plugin.name(),
+            instance = event.instance.id,
+            phase = %event.phase,
+            event = event_id,
+            "freed an event Kong abandoned (its connection closed)"
+        );
+        true
     }
 
     /// Whether `event_id` is an event this daemon has, waiting for Kong's Step on `scope`
@@ -364,8 +418,8 @@ impl Daemon {
                     EventPoll::Pending => return Poll::Pending,
                     EventPoll::Call { method, args } => {
                         let method = method.as_str();
-                        let gate = self.call_gate.as_deref();
-                        if let Some(reason) = gate.and_then(|gate| gate.refuse(method)) {
+                        let refused = self.call_gates.iter().find_map(|g| g.refuse(method));
+                        if let Some(reason) = refused {
                             // Answered here, without Kong; the handler runs on.
                             tracing::debug!(
                                 plugin = %event.instance.plugin.name(),
@@ -440,10 +494,9 @@ impl Daemon {
                     .duration
                     .observe(event.started.elapsed().as_secs_f64());
                 let reply = reply.take().expect("a failed poll did not reply");
-                let instance = &event.instance;
                 return self.fail(
-                    &instance.plugin,
-                    instance.id,
+                    &event.instance.plugin,
+                    event.instance.id,
                     event.phase,
                     event_id,
                     why,

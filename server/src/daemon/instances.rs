@@ -240,7 +240,7 @@ impl Daemon {
         // Their destructors (the plugin's code) run here, outside the table's locks.
         let count = expired.len();
         drop(expired);
-        count
+        count + self.expire_refused_instances(cutoff)
     }
 
     /// Releases every instance of `plugin` (a reload replaced it): Kong starts them again
@@ -256,5 +256,6 @@ impl Daemon {
         });
         // Destructors outside the table's locks.
         drop(released);
+        self.release_refused_instances_of(plugin);
     }
 }

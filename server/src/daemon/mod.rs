@@ -17,6 +17,7 @@ mod instance_config;
 mod instances;
 mod plugins;
 mod quarantine;
+mod refused;
 mod status;
 
 use std::{
@@ -45,7 +46,11 @@ pub use quarantine::QuarantinedConfig;
 pub use status::{DaemonStatus, PluginStatus, StuckHandler};
 
 use crate::waitable::WaitableCount;
-use crate::{loader::LoadedPlugin, metrics::Metrics, settings::Limits};
+use crate::{
+    loader::LoadedPlugin,
+    metrics::Metrics,
+    settings::{Limits, Protocol},
+};
 use events::Event;
 use ids::InstanceIds;
 use instances::Instance;
@@ -73,8 +78,15 @@ pub struct Daemon {
     /// Set when a successor is ready: connections go to it at their next request that is
     /// not a Step of one of this daemon's events.
     handing_over: AtomicBool,
-    /// Checks PDK calls before they go to Kong (none: every call goes).
-    call_gate: Option<Box<dyn CallGate>>,
+    /// Check PDK calls before they go to Kong, in order; the first refusal wins (none:
+    /// every call goes). The Kong version served and the protocol each add one.
+    call_gates: Vec<Box<dyn CallGate>>,
+    /// What the plugin sockets speak.
+    protocol: Protocol,
+    /// Kong 3.0: a configuration the plugin refuses still gets an instance (`refused`).
+    accept_refused_configs: bool,
+    /// Those instances, by id.
+    refused: DashMap<u64, refused::RefusedInstance, FxBuildHasher>,
     /// Configurations that crashed their worker (process isolation).
     quarantine: quarantine::Quarantine,
     /// Requests unanswered past the stuck timeout, as the watchdog last saw them.
@@ -117,7 +129,10 @@ impl Daemon {
             metrics: Metrics::new(),
             shutting_down: AtomicBool::new(false),
             handing_over: AtomicBool::new(false),
-            call_gate: None,
+            call_gates: Vec::new(),
+            protocol: Protocol::Msgpack,
+            accept_refused_configs: false,
+            refused: DashMap::with_hasher(FxBuildHasher),
             quarantine: quarantine::Quarantine::default(),
             stuck: Mutex::new(Vec::new()),
             status_source: OnceLock::new(),
@@ -129,10 +144,27 @@ impl Daemon {
         daemon
     }
 
-    /// The same daemon, checking every PDK call with `gate` before it goes to Kong.
+    /// The same daemon, also checking every PDK call with `gate` before it goes to Kong
+    /// (after the gates it already has).
     pub fn with_call_gate(mut self, gate: impl CallGate + 'static) -> Daemon {
-        self.call_gate = Some(Box::new(gate));
+        self.call_gates.push(Box::new(gate));
         self
+    }
+
+    /// The same daemon, serving `protocol`. ProtoBuf:1 needs instance ids that fit an
+    /// `int32`, and refuses the PDK calls it cannot carry before they reach Kong.
+    pub fn with_protocol(mut self, protocol: Protocol) -> Daemon {
+        self.protocol = protocol;
+        if protocol == Protocol::Protobuf {
+            self.instance_ids = InstanceIds::int32_from_clock();
+            self = self.with_call_gate(crate::protobuf::OutsideProtobuf);
+        }
+        self
+    }
+
+    /// What the plugin sockets speak.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
     }
 
     /// The process id announced to Kong on every connection.

@@ -172,6 +172,10 @@ pub struct WorkerConfig {
     pub log_format: LogFormat,
     /// The quarantined configurations at start.
     pub quarantine: Vec<QuarantinedConfig>,
+    /// `--kong-version`, as given.
+    pub kong_version: Option<String>,
+    /// `--protocol protobuf`.
+    pub protobuf: bool,
 }
 
 /// The descriptor number of a worker's channel.

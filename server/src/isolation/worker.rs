@@ -28,8 +28,9 @@ use crate::{
     lifecycle::{handover::Channel, housekeeping, node::render_metrics},
     loader::{self, LoadOptions, LoadedPlugin},
     serving::{Handed, Serving, ServingOptions, Threading, tracking::Tracked},
-    settings::{self, Limits},
+    settings::{self, Limits, Protocol},
 };
+use kong_rust_pdk::kong_versions::KongVersion;
 
 /// The hidden subcommand that runs a worker.
 pub const SUBCOMMAND: &str = "__worker";
@@ -75,7 +76,16 @@ fn run(channel: Channel, config: WorkerConfig) -> Result<(), String> {
         max_connections: config.max_connections,
         event_timeout: config.event_timeout,
     };
-    let daemon = Arc::new(Daemon::new(plugins, limits));
+    let kong_version = config
+        .kong_version
+        .as_deref()
+        .and_then(|v| KongVersion::parse(v).ok());
+    let daemon = crate::kong_compat::configure(Daemon::new(plugins, limits), kong_version);
+    let daemon = Arc::new(daemon.with_protocol(if config.protobuf {
+        Protocol::Protobuf
+    } else {
+        Protocol::Msgpack
+    }));
     daemon.set_quarantine(config.quarantine.clone());
     let sender = Arc::new(Sender::new(channel));
     let replies: Replies = Arc::new(Mutex::new(HashMap::new()));
@@ -138,6 +148,10 @@ fn load(config: &WorkerConfig) -> Result<Vec<LoadedPlugin>, String> {
         // The supervisor checked the files (and probed these very bytes).
         allow_insecure: true,
         probe: None,
+        kong_version: config
+            .kong_version
+            .as_deref()
+            .and_then(|v| KongVersion::parse(v).ok()),
     };
     let mut plugins = Vec::new();
     for library in &config.libraries {

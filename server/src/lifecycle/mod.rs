@@ -114,7 +114,9 @@ pub fn run(settings: &Settings) -> Result<(), LifecycleError> {
         // daemon (and every other plugin).
         probe: Some(Probe {
             timeout: settings.probe_timeout,
+            kong_version: settings.kong_version,
         }),
+        kong_version: settings.kong_version,
     };
     // Fail fast on an unusable directory, before waiting for the lock.
     loader::plugin_files(&settings.plugins_directory, &options)?;
@@ -270,7 +272,10 @@ fn in_process(settings: &Settings, options: &LoadOptions) -> Result<Arc<dyn Node
             plugin.path.display()
         );
     }
-    let daemon = Arc::new(Daemon::new(scan.plugins.into_values(), settings.limits));
+    let daemon = Daemon::new(scan.plugins.into_values(), settings.limits);
+    let daemon = crate::kong_compat::configure(daemon, settings.kong_version);
+    let daemon = Arc::new(daemon.with_protocol(settings.protocol));
+    tracing::info!("speaking {}", settings.protocol.dump_name());
     let serving = Serving::new(daemon.clone(), serving_options(settings))
         .map_err(start_error("the event loops"))?;
     housekeeping::start(daemon.clone(), settings.instance_idle_timeout)

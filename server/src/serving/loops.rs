@@ -26,6 +26,7 @@ use crate::{
     connection::{self, Context, Read, Served, Transport},
     daemon::Scope,
     heartbeat,
+    settings::Protocol,
 };
 
 /// What a loop is told to do.
@@ -216,7 +217,10 @@ async fn serve(incoming: Incoming, shared: Arc<Shared>, registry: Rc<Registry>) 
         budget: &shared.budget,
         slot: admission.tracked.as_ref().map(|t| t.slot()),
     };
-    let served = connection::serve(&mut transport, &cx, pending, false).await;
+    let served = match shared.daemon.protocol() {
+        Protocol::Msgpack => connection::serve(&mut transport, &cx, pending, false).await,
+        Protocol::Protobuf => crate::protobuf::serve(&mut transport, &cx, pending).await,
+    };
     registry.remove(slot);
     if let Served::HandOver { pending } = served {
         if let Some(tracked) = &mut admission.tracked {

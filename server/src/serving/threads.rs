@@ -16,6 +16,7 @@ use super::{Admission, Handed, Shared};
 use crate::{
     connection::{self, Context, Read, Served, Stop, Transport},
     daemon::Scope,
+    settings::Protocol,
 };
 
 /// How often a waiting read wakes to look at its deadlines.
@@ -128,7 +129,12 @@ fn serve(
         budget: &shared.budget,
         slot: admission.tracked.as_ref().map(|t| t.slot()),
     };
-    let served = crate::wait::block_on(connection::serve(&mut transport, &cx, pending, false));
+    let served = crate::wait::block_on(async {
+        match shared.daemon.protocol() {
+            Protocol::Msgpack => connection::serve(&mut transport, &cx, pending, false).await,
+            Protocol::Protobuf => crate::protobuf::serve(&mut transport, &cx, pending).await,
+        }
+    });
     if let Served::HandOver { pending } = served {
         if let Some(tracked) = &mut admission.tracked {
             tracked.handed_over();

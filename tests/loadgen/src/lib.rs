@@ -1,5 +1,7 @@
-//! Kong-side load generator for MsgPack:1 pluginservers: the wire codec a Kong worker uses
-//! and the `/proc` readings of the server process. The `loadgen` binary drives them.
+//! Kong-side load generator for pluginservers: the MsgPack:1 wire codec a Kong worker uses,
+//! its ProtoBuf:1 exchanges ([`pb`]), and the `/proc` readings of the server process. The
+//! `loadgen` binary drives them.
 
+pub mod pb;
 pub mod procfs;
 pub mod wire;

@@ -8,6 +8,9 @@
 //! `"example.com"`, everything else → nil) and reports events/s, round trips/s, latency per
 //! event, and the server process's CPU time and memory read from `/proc`.
 //!
+//! With `--protocol protobuf` it speaks Kong's ProtoBuf:1 instead (`pb_rpc.lua`): an event
+//! takes one pooled connection for its whole PDK loop.
+//!
 //! Runs are bounded: by `--events`, or by `--duration`, and always by `--max-seconds`.
 
 mod report;
@@ -46,6 +49,10 @@ pub struct Cli {
     /// The phase to run.
     #[arg(long, default_value = "access")]
     pub phase: String,
+    /// The protocol to speak: Kong's MsgPack:1, or ProtoBuf:1 (start the server with
+    /// `--protocol protobuf` too).
+    #[arg(long, value_enum, default_value_t = Protocol::Msgpack)]
+    pub protocol: Protocol,
     /// Kong workers (threads), each with its own connection pool and instance.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
@@ -85,6 +92,15 @@ pub struct Cli {
     /// Hard bound on the whole run: the load generator gives up after this many seconds.
     #[arg(long, default_value_t = 900.0)]
     pub max_seconds: f64,
+}
+
+/// Kong's pluginserver protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// MsgPack:1: one RPC per pooled connection use, the Steps of an event on any.
+    Msgpack,
+    /// ProtoBuf:1: a whole event on one pooled connection.
+    Protobuf,
 }
 
 fn main() -> ExitCode {

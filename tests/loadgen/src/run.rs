@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Context, anyhow, bail};
 use kong_rust_pluginserver_loadgen::{
-    procfs,
+    pb, procfs,
     wire::{self, Answer, Incoming, StepData},
 };
 use tokio::{
@@ -24,7 +24,7 @@ use tokio::{
 };
 
 use crate::{
-    Cli,
+    Cli, Protocol,
     report::{EventsReport, InstancesReport, Kind, Percentiles, Report, RssAt, Server},
 };
 
@@ -95,6 +95,7 @@ struct Stats {
 struct Worker {
     socket: PathBuf,
     phase: String,
+    protocol: Protocol,
     pool: RefCell<Vec<Conn>>,
     msgid: Cell<u64>,
     stats: RefCell<Stats>,
@@ -116,6 +117,7 @@ impl Worker {
         Worker {
             socket: cli.socket.clone(),
             phase: cli.phase.clone(),
+            protocol: cli.protocol,
             pool: RefCell::new(Vec::new()),
             msgid: Cell::new(0),
             stats: RefCell::new(Stats::default()),
@@ -182,6 +184,17 @@ impl Worker {
     }
 
     async fn start_instance(&self, plugin: &str, config: &str) -> anyhow::Result<u64> {
+        if self.protocol == Protocol::Protobuf {
+            let mut conn = self.checkout().await?;
+            // pb_rpc.lua's first call sends sequence 2.
+            let sequence = self.next_msgid() as i64 + 1;
+            let Conn {
+                stream, rbuf, wbuf, ..
+            } = &mut conn;
+            let id = pb::start_instance(stream, rbuf, wbuf, sequence, plugin, config).await?;
+            self.checkin(conn);
+            return Ok(id as u64);
+        }
         self.rpc(
             |out, msgid| wire::start_instance(out, msgid, plugin, config),
             |incoming| match incoming {
@@ -196,6 +209,9 @@ impl Worker {
     /// Kong's event loop for one event: HandleEvent, then a Step per PDK call.
     /// Returns the number of round trips, or the error the server answered.
     async fn run_event(&self, instance: u64) -> anyhow::Result<Result<u64, String>> {
+        if self.protocol == Protocol::Protobuf {
+            return self.run_event_pb(instance).await;
+        }
         let mut next = self
             .rpc(
                 |out, msgid| wire::handle_event(out, msgid, instance, &self.phase),
@@ -222,6 +238,33 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Kong's ProtoBuf:1 event: one pooled connection for the whole PDK loop; after
+    /// `kong.response.exit` Kong abandons the connection.
+    async fn run_event_pb(&self, instance: u64) -> anyhow::Result<Result<u64, String>> {
+        let mut conn = self.checkout().await?;
+        let sequence = self.next_msgid() as i64 + 1;
+        let Conn {
+            stream, rbuf, wbuf, ..
+        } = &mut conn;
+        let end = pb::run_event(
+            stream,
+            rbuf,
+            wbuf,
+            sequence,
+            instance as i32,
+            &self.phase,
+            HOST,
+        )
+        .await?;
+        Ok(Ok(match end {
+            pb::EventEnd::Returned { round_trips } => {
+                self.checkin(conn);
+                round_trips
+            }
+            pb::EventEnd::Exited { round_trips } => round_trips,
+        }))
     }
 
     /// Runs one event and records it.

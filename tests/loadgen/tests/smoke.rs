@@ -7,8 +7,13 @@ use kong_rust_pluginserver_e2e::{artifacts, daemon::Scratch};
 use serde_json::Value;
 
 fn loadgen(scratch: &Scratch, args: &[&str]) -> Value {
+    loadgen_spawning(scratch, "", args)
+}
+
+/// The daemon started with `flags` too.
+fn loadgen_spawning(scratch: &Scratch, flags: &str, args: &[&str]) -> Value {
     let spawn = format!(
-        "{} --plugins-directory {} --kong-prefix {}",
+        "{} {flags} --plugins-directory {} --kong-prefix {}",
         artifacts::daemon_binary().display(),
         scratch.plugins_dir().display(),
         scratch.prefix().display()
@@ -99,4 +104,32 @@ fn open_loop_and_idle_instances_run() {
     let instances = &report["instances"];
     assert_eq!(f(instances, &["instances"]), 200.0, "{report}");
     assert!(f(instances, &["rss_kib_after"]) > 0.0, "{report}");
+}
+
+#[test]
+fn protobuf_mode_runs_whole_events_on_pooled_connections() {
+    let scratch = Scratch::with_plugins(&["rust-hello"]);
+    let report = loadgen_spawning(
+        &scratch,
+        "--protocol protobuf",
+        &[
+            "--protocol",
+            "protobuf",
+            "--events",
+            "400",
+            "--warmup",
+            "40",
+            "--workers",
+            "2",
+            "--concurrency",
+            "8",
+        ],
+    );
+    let events = &report["events"];
+    assert_eq!(f(events, &["events"]), 400.0, "{report}");
+    assert_eq!(f(events, &["errors"]), 0.0, "{report}");
+    // rust-hello: the call, then three PDK calls, all on one connection.
+    assert_eq!(f(events, &["round_trips"]), 1600.0, "{report}");
+    assert_eq!(f(events, &["server_pid_notifications"]), 0.0, "{report}");
+    assert!(f(events, &["connections"]) <= 8.0, "{report}");
 }

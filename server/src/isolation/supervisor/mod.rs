@@ -321,6 +321,8 @@ impl Ctx {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .list(Some(plugins), Instant::now()),
+            kong_version: s.kong_version.map(|v| v.to_string()),
+            protobuf: s.protocol == crate::settings::Protocol::Protobuf,
         }
     }
 
