@@ -38,7 +38,7 @@ use sync_wrapper::SyncWrapper;
 pub use events::{
     CallGate, EventReply, FailureReason, NotAPhase, StartEventError, UnknownInstance, settle,
 };
-pub use ids::EventIds;
+pub use ids::{EventIds, InstanceIds};
 pub use instance_config::BOOKKEEPING_KEYS;
 pub use instances::{InstanceStatus, StartError};
 pub use plugins::{PluginEntry, PluginSlot, Scope, fingerprint};

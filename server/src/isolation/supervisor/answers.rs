@@ -6,9 +6,11 @@
 //! request that was being handled, on its own connection, as the daemon answers a failed
 //! handler: `kong.response.error(500)` as StepData (`kong.response.exit(500)` in preread;
 //! "ret" where the request cannot be ended or the plugin fails open), encoded by the
-//! daemon's own encoder. A StartInstance gets an error (Kong 3.1+ then answers the request
-//! with 500). A connection caught in the middle of a message (part of a request read, or
-//! part of a response written) cannot be repaired and is closed.
+//! daemon's own encoder. A StartInstance gets an instance id no worker knows: Kong's event
+//! for it then gets `no plugin instance` from the next worker, and Kong starts the instance
+//! again there (an error would stall Kong 3.0's worker, and fail the request on 3.1+). A
+//! connection caught in the middle of a message (part of a request read, or part of a
+//! response written) cannot be repaired and is closed.
 
 use std::{os::fd::OwnedFd, time::Duration};
 
@@ -16,7 +18,7 @@ use kong_rust_plugin_abi::OnFailure;
 use kong_rust_pluginserver_protocol::encode;
 
 use crate::{
-    daemon::{EventIds, EventReply, FailureReason, settle},
+    daemon::{EventIds, EventReply, FailureReason, InstanceIds, settle, unix_now},
     isolation::board::{ConnState, RequestKind, SlotView},
     rpc::{defuse_instance_phrase, write_step_data},
 };
@@ -32,13 +34,32 @@ pub enum Outcome {
     Closed,
 }
 
+/// Ids the supervisor hands out in a dead worker's place.
+#[derive(Debug)]
+pub struct Ids {
+    /// For the events it ends.
+    pub events: EventIds,
+    /// For the instances it starts (that no worker knows).
+    pub instances: InstanceIds,
+}
+
+impl Ids {
+    /// Ids from the clock, like a daemon's.
+    pub fn from_clock() -> Ids {
+        Ids {
+            events: EventIds::from_clock(),
+            instances: InstanceIds::from_clock(),
+        }
+    }
+}
+
 /// The answer to the request of `view` (a worker handling it died), if it can have one.
 pub fn answer(
     view: &SlotView,
     plugin: &str,
     policy: OnFailure,
     cause: &str,
-    event_ids: &EventIds,
+    ids: &Ids,
 ) -> Option<(Vec<u8>, &'static str)> {
     let mut out = Vec::with_capacity(128);
     let msgid = view.msgid;
@@ -46,7 +67,7 @@ pub fn answer(
         (RequestKind::HandleEvent | RequestKind::Step, Some(phase)) => {
             let event_id = match view.kind {
                 RequestKind::Step => view.subject,
-                _ => event_ids.next(phase),
+                _ => ids.events.next(phase),
             };
             let reply = settle(FailureReason::Crashed, phase, policy);
             let action = match reply {
@@ -57,11 +78,17 @@ pub fn answer(
             Some((out, action))
         }
         (RequestKind::StartInstance, _) => {
-            let message = format!(
-                "plugin {plugin}: its worker process died while starting this instance ({cause})"
+            encode::ok_header(&mut out, msgid);
+            encode::value(
+                &mut out,
+                &serde_json::json!({
+                    "Id": ids.instances.next(),
+                    "Name": plugin,
+                    "Config": {},
+                    "StartTime": unix_now(),
+                }),
             );
-            encode::error(&mut out, msgid, &defuse_instance_phrase(&message));
-            Some((out, "error_reply"))
+            Some((out, "restarted_instance"))
         }
         _ => {
             let message = format!(
@@ -81,7 +108,7 @@ pub fn settle_connection(
     plugin: &str,
     policy: OnFailure,
     cause: &str,
-    event_ids: &EventIds,
+    ids: &Ids,
 ) -> Outcome {
     match view.state {
         ConnState::Free | ConnState::Idle => Outcome::Idle,
@@ -89,7 +116,7 @@ pub fn settle_connection(
             let _ = rustix::net::shutdown(connection, rustix::net::Shutdown::Both);
             Outcome::Closed
         }
-        ConnState::Handling => match answer(view, plugin, policy, cause, event_ids) {
+        ConnState::Handling => match answer(view, plugin, policy, cause, ids) {
             Some((bytes, action)) if write_all(connection, &bytes, Duration::from_secs(2)) => {
                 Outcome::Answered(action)
             }
@@ -162,7 +189,7 @@ mod tests {
 
     #[test]
     fn requests_in_flight_fail_closed_as_the_daemon_fails_them() {
-        let ids = EventIds::from_clock();
+        let ids = Ids::from_clock();
         let (mut kong, ours) = UnixStream::pair().unwrap();
         let ours = OwnedFd::from(ours);
         // A Step in access: kong.response.error(500) for the same event.
@@ -214,20 +241,26 @@ mod tests {
             };
             assert!(matches!(step_data(result).unwrap(), StepData::Ret { .. }));
         }
-        // StartInstance: an error that is not Kong's restart phrase.
+        // StartInstance: an id no worker knows, so Kong starts the instance again.
         let (bytes, action) = answer(
             &view(RequestKind::StartInstance, None, 0),
             "a",
             OnFailure::FailClosed,
-            "no plugin instance",
+            "x",
             &ids,
         )
         .unwrap();
-        assert_eq!(action, "error_reply");
-        let Incoming::Err(text) = incoming(&bytes, 42).unwrap() else {
+        assert_eq!(action, "restarted_instance");
+        let Incoming::Ok(status) = incoming(&bytes, 42).unwrap() else {
             panic!()
         };
-        assert!(!String::from_utf8_lossy(text).contains("no plugin instance"));
+        let status: serde_json::Value = rmp_serde::from_slice(status).unwrap();
+        assert!(
+            status["Id"]
+                .as_u64()
+                .is_some_and(|id| id > 0 && id < 1 << 53),
+            "{status}"
+        );
         // Mid-message: closed.
         let mut writing = step;
         writing.state = ConnState::Writing;

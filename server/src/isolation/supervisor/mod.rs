@@ -49,7 +49,7 @@ use super::{
     messages::{Down, Library, WorkerConfig},
 };
 use crate::{
-    daemon::{EventIds, Scope},
+    daemon::Scope,
     lifecycle::{LifecycleError, node::Node, reload::Reloaded},
     loader::{FileIdentity, LoadOptions},
     probe::Probe,
@@ -73,7 +73,7 @@ pub struct Ctx {
     book: Mutex<Book>,
     queries: Queries,
     metrics: SupervisorMetrics,
-    event_ids: EventIds,
+    ids: answers::Ids,
     events: (Mutex<()>, Condvar),
 }
 
@@ -113,7 +113,7 @@ impl Supervisor {
             book: Mutex::new(Book::new(settings.quarantine_window)),
             queries: Queries::default(),
             metrics: SupervisorMetrics::new(),
-            event_ids: EventIds::from_clock(),
+            ids: answers::Ids::from_clock(),
             events: (Mutex::new(()), Condvar::new()),
         });
         for image in scan.plugins.values() {
@@ -858,7 +858,7 @@ impl SupervisorMetrics {
             ),
             answered: counter(
                 "crash_answers_total",
-                "Requests in flight when their worker died, by what the supervisor did: ended_request, continued (the plugin fails open or the phase cannot end the request), error_reply (StartInstance and others), closed (caught in the middle of a message).",
+                "Requests in flight when their worker died, by what the supervisor did: ended_request, continued (the plugin fails open or the phase cannot end the request), restarted_instance (a StartInstance: Kong starts the instance again on the next worker), error_reply (other calls), closed (caught in the middle of a message).",
                 &["plugin", "action"],
             ),
             restart,

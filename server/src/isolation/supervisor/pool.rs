@@ -576,14 +576,7 @@ impl Pool {
                 .and_then(|p| worker.plugin_in_slot(p))
                 .unwrap_or_else(|| self.key.to_string());
             let policy = ctx.policy_of(&plugin);
-            match answers::settle_connection(
-                &conn.fd,
-                &view,
-                &plugin,
-                policy,
-                &cause,
-                &ctx.event_ids,
-            ) {
+            match answers::settle_connection(&conn.fd, &view, &plugin, policy, &cause, &ctx.ids) {
                 Outcome::Idle => survivors.push(conn),
                 Outcome::Answered(action) => {
                     answered += 1;
