@@ -52,7 +52,6 @@ use crate::{
     settings::{Limits, Protocol},
 };
 use events::Event;
-use ids::InstanceIds;
 use instances::Instance;
 
 /// Everything the connections share.
