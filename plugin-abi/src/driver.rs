@@ -119,7 +119,7 @@ impl EventDriver {
             }
             Err(panic) => {
                 self.finish();
-                Step::Panicked(format!("panicked: {}", panic_message(&*panic)))
+                Step::Panicked(format!("panicked: {}", take_panic_message(panic)))
             }
         }
     }
@@ -132,7 +132,9 @@ impl EventDriver {
     fn finish(&mut self) {
         if let Some(handler) = self.handler.take() {
             // A destructor may panic too; it must not unwind into the daemon either.
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(handler)));
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(handler))) {
+                dispose_panic(payload);
+            }
         }
     }
 }
@@ -140,6 +142,22 @@ impl EventDriver {
 impl Drop for EventDriver {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+/// The message of a caught panic; the payload is then disposed of with [`dispose_panic`].
+pub fn take_panic_message(payload: Box<dyn Any + Send>) -> String {
+    let message = panic_message(&*payload).to_owned();
+    dispose_panic(payload);
+    message
+}
+
+/// Drops a caught panic's payload without letting it unwind: a payload's `Drop` may panic
+/// too (and unwinding out of the plugin's FFI functions would abort the daemon), so it is
+/// dropped under `catch_unwind`, and the payload of *that* panic is leaked.
+pub fn dispose_panic(payload: Box<dyn Any + Send>) {
+    if let Err(second) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(second);
     }
 }
 
