@@ -90,7 +90,8 @@ pub async fn serve<T: Transport>(mut stream: T, daemon: &Daemon, scope: &Scope) 
                 match stream.read(&mut input[filled..]).await {
                     Ok(0) => {
                         if filled > 0 {
-                            tracing::warn!(
+                            crate::warn_throttled!(
+                                crate::log_throttle::CONNECTIONS,
                                 bytes = filled,
                                 "connection closed in the middle of a message"
                             );
@@ -108,7 +109,8 @@ pub async fn serve<T: Transport>(mut stream: T, daemon: &Daemon, scope: &Scope) 
                 }
             }
             Err(err) => {
-                tracing::warn!(
+                crate::warn_throttled!(
+                    crate::log_throttle::CONNECTIONS,
                     "closing connection: {err} (starts with {})",
                     preview(&input[..filled])
                 );
@@ -121,7 +123,11 @@ pub async fn serve<T: Transport>(mut stream: T, daemon: &Daemon, scope: &Scope) 
                 RpcError::Malformed(reason).write(msgid, &mut out);
             }
             Err(err @ RequestError::Unanswerable(_)) => {
-                tracing::warn!("closing connection: {err} ({})", preview(&input[..len]));
+                crate::warn_throttled!(
+                    crate::log_throttle::CONNECTIONS,
+                    "closing connection: {err} ({})",
+                    preview(&input[..len])
+                );
                 return;
             }
         }

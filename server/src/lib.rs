@@ -8,7 +8,8 @@
 //! - [`connection`], [`listener`]: serving Kong's connections on the plugin sockets;
 //! - [`lifecycle`]: serve lock and standby, signals, reload, drain, housekeeping;
 //! - [`metrics`] (the families, a leaf) and [`admin`] (their HTTP endpoint);
-//! - [`settings`]: flags, environment and config file;
+//! - [`settings`]: flags, environment and config file; [`log_throttle`]: repeated warnings
+//!   held to a rate;
 //! - [`dump`], [`conf_lines`], [`template`], [`playback`]: what the subcommands produce.
 
 pub mod admin;
@@ -19,6 +20,7 @@ pub mod dump;
 pub mod lifecycle;
 pub mod listener;
 pub mod loader;
+pub mod log_throttle;
 pub mod metrics;
 pub mod playback;
 pub mod plugin_log;

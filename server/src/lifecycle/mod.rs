@@ -39,6 +39,16 @@ pub enum LifecycleError {
     /// No file of the plugins directory is a usable plugin.
     #[error("no usable plugin in {0}; nothing to serve")]
     NoPlugins(PathBuf),
+    /// Someone other than root or the daemon's user could change the prefix.
+    #[error(
+        "{path}: refusing to serve from this prefix: {reason}; whoever can write it can take the serve lock and the plugin sockets (--allow-insecure-prefix overrides)"
+    )]
+    InsecurePrefix {
+        /// The prefix, or the directory above it at fault.
+        path: PathBuf,
+        /// Who could change it.
+        reason: String,
+    },
     /// A directory the daemon needs could not be made.
     #[error("cannot create {path}: {source}")]
     Directory {
@@ -87,7 +97,6 @@ enum Wake {
 /// serving).
 pub fn run(settings: &Settings) -> Result<(), LifecycleError> {
     let options = LoadOptions {
-        copy_dir: Some(settings.kong_prefix.join(".kong-rust-pluginserver-libs")),
         allow_insecure: settings.allow_insecure_plugins,
     };
     // Fail fast on an unusable directory, before waiting for the lock.
@@ -102,14 +111,16 @@ pub fn run(settings: &Settings) -> Result<(), LifecycleError> {
     let (wake, woken) = mpsc::channel();
     forward_signals(wake.clone())?;
     exit_with_parent();
-    create_dir(&settings.kong_prefix, None)?;
+    create_dir(&settings.kong_prefix)?;
+    if !settings.allow_insecure_prefix {
+        check_prefix(&settings.kong_prefix)?;
+    }
+    crate::log_throttle::set_per_second(settings.max_warnings_per_second);
 
     let Some(lock) = wait_for_serve_lock(settings, wake, &woken)? else {
         tracing::info!("standby stopped");
         return Ok(());
     };
-    let copy_dir = options.copy_dir.as_deref().expect("set above");
-    create_dir(copy_dir, Some(0o700))?;
     // Load now, not before the wait: a standby that takes over serves current files.
     let scan = loader::scan(&settings.plugins_directory, &options)?;
     for failure in &scan.failures {
@@ -266,24 +277,31 @@ fn wait_for_serve_lock(
     }
 }
 
-/// Creates `dir` (and its parents); with `mode`, a directory only the daemon's user may
-/// use, with exactly that mode.
-fn create_dir(dir: &Path, mode: Option<u32>) -> Result<(), LifecycleError> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let error = |source| LifecycleError::Directory {
-        path: dir.to_owned(),
-        source,
-    };
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    if let Some(mode) = mode {
-        builder.mode(mode);
+/// Creates `dir` (and its parents) if missing, as a directory only its owner may write.
+fn create_dir(dir: &Path) -> Result<(), LifecycleError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|source| LifecycleError::Directory {
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+/// Refuses a prefix that someone other than root or the daemon's user could change: they
+/// could hold the serve lock or put their own sockets where Kong connects.
+fn check_prefix(prefix: &Path) -> Result<(), LifecycleError> {
+    use crate::loader::secure_path::{CheckError, check_chain};
+    match check_chain(prefix) {
+        Ok(_) => Ok(()),
+        Err(CheckError::Insecure(err)) => Err(LifecycleError::InsecurePrefix {
+            path: err.path,
+            reason: err.reason,
+        }),
+        Err(CheckError::Io { path, source }) => Err(LifecycleError::Directory { path, source }),
     }
-    builder.create(dir).map_err(error)?;
-    if let Some(mode) = mode {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(error)?;
-    }
-    Ok(())
 }
 
 /// Kong starts the daemon; when Kong is gone, so is the daemon. The kernel sends SIGTERM
