@@ -66,8 +66,11 @@ fn init_logging(settings: &Settings) {
 /// `--log-format json`), not as text on stderr. Plugin libraries report their own panics
 /// through the host logger (kong-rust-pdk's host_log).
 fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
-    let message = info
-        .payload_as_str()
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(non-string panic payload)");
     let location = info
         .location()

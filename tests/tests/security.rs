@@ -103,7 +103,7 @@ fn a_private_copies_directory_made_by_another_user_is_never_written_through() {
     let first = scratch.start_with(&["rust-hello"], |cmd| {
         cmd.arg("--allow-insecure-prefix");
     });
-    let mut second = scratch.spawn(|cmd| {
+    let second = scratch.spawn(|cmd| {
         cmd.arg("--allow-insecure-prefix");
     });
     second.wait_for_log("standing by to take over", Duration::from_secs(20));

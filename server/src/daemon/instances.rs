@@ -260,7 +260,7 @@ impl Daemon {
             all.select_nth_unstable_by(most, |a, b| b.id.cmp(&a.id));
             all.truncate(most);
         }
-        all.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+        all.sort_unstable_by_key(|instance| std::cmp::Reverse(instance.id));
         (all, count)
     }
 

@@ -118,7 +118,7 @@ pub fn check_whole(file: &File, size: u64) -> Result<(), Truncated> {
         Ok(bytes)
     };
     let within = |part: String, offset: u64, len: u64| -> Result<(), Truncated> {
-        let end = offset.checked_add(len).unwrap_or(u64::MAX);
+        let end = offset.saturating_add(len);
         if end > size {
             Err(cut(part, end))
         } else {

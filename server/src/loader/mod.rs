@@ -489,7 +489,6 @@ mod tests {
         assert!(matches!(err, LoadError::Insecure { .. }), "{err}");
         let relaxed = LoadOptions {
             allow_insecure: true,
-            ..LoadOptions::default()
         };
         assert!(scan(dir.path(), &relaxed).is_ok());
     }
@@ -529,6 +528,16 @@ mod tests {
         let err = scan.failures[0].to_string();
         assert!(
             err.contains("linked.so: cannot open it: it is a symbolic link"),
+            "{err}"
+        );
+        // In development, a link to a build is followed.
+        let relaxed = LoadOptions {
+            allow_insecure: true,
+        };
+        let scan = super::scan(dir.path(), &relaxed).unwrap();
+        let err = scan.failures[0].to_string();
+        assert!(
+            err.contains("linked.so: not a loadable kong-rust-pdk plugin"),
             "{err}"
         );
     }
