@@ -132,7 +132,7 @@ impl EventDriver {
             }
             Err(panic) => {
                 self.finish();
-                Step::Panicked(format!("panicked: {}", panic_message(&*panic)))
+                Step::Panicked(format!("panicked: {}", take_panic_message(panic)))
             }
         }
     }
@@ -147,7 +147,10 @@ impl EventDriver {
             // A destructor may panic too; it must not unwind into the daemon either.
             // Inside the runtime's context: what the handler held may need it to let go.
             let runtime = &self.runtime;
-            let _ = catch_unwind(AssertUnwindSafe(move || runtime.enter(|| drop(handler))));
+            let dropped = catch_unwind(AssertUnwindSafe(move || runtime.enter(|| drop(handler))));
+            if let Err(payload) = dropped {
+                dispose_panic(payload);
+            }
         }
     }
 }
@@ -155,6 +158,22 @@ impl EventDriver {
 impl Drop for EventDriver {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+/// The message of a caught panic; the payload is then disposed of with [`dispose_panic`].
+pub fn take_panic_message(payload: Box<dyn Any + Send>) -> String {
+    let message = panic_message(&*payload).to_owned();
+    dispose_panic(payload);
+    message
+}
+
+/// Drops a caught panic's payload without letting it unwind: a payload's `Drop` may panic
+/// too (and unwinding out of the plugin's FFI functions would abort the daemon), so it is
+/// dropped under `catch_unwind`, and the payload of *that* panic is leaked.
+pub fn dispose_panic(payload: Box<dyn Any + Send>) {
+    if let Err(second) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(second);
     }
 }
 

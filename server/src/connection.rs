@@ -131,7 +131,8 @@ pub async fn serve<T: Transport>(
                     }
                     Read::Eof => {
                         if filled > 0 {
-                            tracing::warn!(
+                            crate::warn_throttled!(
+                                crate::log_throttle::CONNECTIONS,
                                 bytes = filled,
                                 "connection closed in the middle of a message"
                             );
@@ -160,7 +161,8 @@ pub async fn serve<T: Transport>(
                 }
             }
             Err(err) => {
-                tracing::warn!(
+                crate::warn_throttled!(
+                    crate::log_throttle::CONNECTIONS,
                     "closing connection: {err} (starts with {})",
                     preview(&input[..filled])
                 );
@@ -179,7 +181,11 @@ pub async fn serve<T: Transport>(
                 RpcError::Malformed(reason).write(msgid, &mut out);
             }
             Err(err @ RequestError::Unanswerable(_)) => {
-                tracing::warn!("closing connection: {err} ({})", preview(&input[..len]));
+                crate::warn_throttled!(
+                    crate::log_throttle::CONNECTIONS,
+                    "closing connection: {err} ({})",
+                    preview(&input[..len])
+                );
                 break Served::Closed;
             }
         }

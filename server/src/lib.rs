@@ -11,7 +11,8 @@
 //!   housekeeping;
 //! - [`protobuf`]: serving a connection in Kong's ProtoBuf:1 protocol instead;
 //! - [`metrics`] (the families, a leaf) and [`admin`] (their HTTP endpoint);
-//! - [`settings`]: flags, environment and config file;
+//! - [`settings`]: flags, environment and config file; [`log_throttle`]: repeated warnings
+//!   held to a rate;
 //! - [`kong_compat`]: the daemon set up for the Kong release it serves (`--kong-version`);
 //! - [`dump`], [`conf_lines`], [`plugin_links`], [`template`], [`playback`]: what the
 //!   subcommands produce.
@@ -25,6 +26,7 @@ pub mod heartbeat;
 pub mod kong_compat;
 pub mod lifecycle;
 pub mod loader;
+pub mod log_throttle;
 pub mod metrics;
 pub mod playback;
 pub mod plugin_links;

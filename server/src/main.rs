@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&settings);
+    std::panic::set_hook(Box::new(log_panic));
     for warning in &settings.warnings {
         tracing::warn!("{warning}");
     }
@@ -95,5 +96,29 @@ fn init_logging(settings: &Settings) {
     match settings.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// The daemon's panic hook: a panic is reported through the logger (one JSON line with
+/// `--log-format json`), not as text on stderr. Plugin libraries report their own panics
+/// through the host logger (kong-rust-pdk's host_log).
+fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-string panic payload)");
+    let location = info
+        .location()
+        .map(|l| format!(" at {}:{}:{}", l.file(), l.line(), l.column()))
+        .unwrap_or_default();
+    let thread = std::thread::current();
+    let thread = thread.name().unwrap_or("unnamed");
+    let backtrace = std::backtrace::Backtrace::capture();
+    if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+        tracing::error!(target: "panic", %backtrace, "thread '{thread}' panicked{location}: {message}");
+    } else {
+        tracing::error!(target: "panic", "thread '{thread}' panicked{location}: {message}");
     }
 }

@@ -8,11 +8,10 @@ use kong_rust_pluginserver::{
     settings::Settings,
 };
 
-/// Loads for the dump and kong-conf: in place, read-only, checks applied; skipped files
-/// are logged on stderr (stdout stays pure JSON).
+/// Loads for the dump and kong-conf: read-only, checks applied; skipped files are logged
+/// on stderr (stdout stays pure JSON).
 pub fn load(settings: &Settings) -> anyhow::Result<Scan> {
     let options = LoadOptions {
-        copy_dir: None,
         allow_insecure: settings.allow_insecure_plugins,
         kong_version: settings.kong_version,
     };

@@ -503,7 +503,7 @@ impl Daemon {
         }
         self.metrics
             .count_failure(plugin.name(), phase, why.label(), action_label(&answer));
-        tracing::warn!(
+        crate::warn_throttled!(crate::log_throttle::EVENTS,
             plugin = %plugin.name(),
             phase = %phase,
             instance = instance_id,
@@ -529,7 +529,7 @@ impl Daemon {
         let name = plugin.as_ref().map_or("(any)", |p| p.name());
         let Some(phase) = EventIds::phase_of(event_id) else {
             // Not an id this daemon issues; there is no phase to end.
-            tracing::warn!(plugin = %name, event = event_id, reason = "unknown_event",
+            crate::warn_throttled!(crate::log_throttle::EVENTS, plugin = %name, event = event_id, reason = "unknown_event",
                 "a Step for an event id no daemon issued; reporting it finished");
             return reply(event_id, EventReply::Done);
         };
@@ -543,7 +543,7 @@ impl Daemon {
             FailureReason::UnknownEvent.label(),
             action_label(&answer),
         );
-        tracing::warn!(
+        crate::warn_throttled!(crate::log_throttle::EVENTS,
             plugin = %name,
             phase = %phase,
             event = event_id,
@@ -600,7 +600,7 @@ impl Daemon {
                 reaped += 1;
                 let plugin = &event.instance.plugin;
                 plugin.metrics().phase(event.phase).abandoned.inc();
-                tracing::warn!(
+                crate::warn_throttled!(crate::log_throttle::EVENTS,
                     plugin = %plugin.name(),
                     instance = event.instance.id,
                     phase = %event.phase,
