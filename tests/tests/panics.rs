@@ -120,7 +120,7 @@ fn a_panic_while_unwinding_costs_its_plugin_loop_not_the_daemon() {
     let scratch = Scratch::with_plugins(&["panic-probe", "rust-hello"]);
     let mut daemon = scratch.start(&["panic-probe", "rust-hello"]);
     panic_while_unwinding(&scratch, &mut daemon);
-    let kong = Kong::new(&scratch.socket("rust-hello"));
+    let kong = Kong::new(scratch.socket("rust-hello"));
     let hello = kong
         .start_instance("rust-hello", json!({}))
         .unwrap_or_else(|e| panic!("{e}\n{}", daemon.stderr()));
