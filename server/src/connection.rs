@@ -7,7 +7,7 @@
 //! framed is closed (there is no way to find the next message in it); other connections
 //! are unaffected.
 //!
-//! The same loop runs over two transports (see [`crate::server::Threading`]): a blocking
+//! The same loop runs over two transports (see [`crate::listener::Threading`]): a blocking
 //! socket on a thread of its own (the default: a plugin handler that blocks holds up only
 //! its connection), or a non-blocking socket on a shared single-threaded event loop (fewer
 //! context switches per message, for plugins that never block).
