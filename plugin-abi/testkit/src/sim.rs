@@ -108,7 +108,7 @@ impl Simulation {
         });
         match self.request.answers.get(method) {
             Some(fixed) => Ok(fixed.clone()),
-            None => answer::answer(self, phase, method, args),
+            None => answer::answer(&self.request, &mut self.recorded, phase, method, args),
         }
     }
 

@@ -29,7 +29,11 @@ use kong_rust_plugin_abi::{EventBox, EventPoll, FfiWaker, OnFailure, Phase, Step
 use kong_rust_pluginserver_protocol::frame;
 use sync_wrapper::SyncWrapper;
 
-use super::{Daemon, EventIds, Scope, instances::Instance, live::LiveEvents};
+use super::{
+    Daemon, EventIds, Scope,
+    instances::{Instance, UnknownInstance},
+    live::LiveEvents,
+};
 
 /// What Kong is told next about an event: the `Data` of its StepData.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,12 +104,6 @@ impl FailureReason {
         }
     }
 }
-
-/// `HandleEvent` for an instance this daemon does not have (or not on this socket):
-/// Kong starts the instance again when told so.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("no plugin instance {0}")]
-pub struct UnknownInstance(pub u64);
 
 /// `HandleEvent` with an event name that is no phase at all: there is no request phase
 /// to end, so this one stays an error (Kong never sends it).

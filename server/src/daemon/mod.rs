@@ -32,12 +32,10 @@ use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
 use sync_wrapper::SyncWrapper;
 
-pub use events::{
-    CallGate, EventReply, FailureReason, NotAPhase, StartEventError, UnknownInstance,
-};
+pub use events::{CallGate, EventReply, FailureReason, NotAPhase, StartEventError};
 pub use ids::EventIds;
 pub use instance_config::BOOKKEEPING_KEYS;
-pub use instances::{InstanceStatus, StartError};
+pub use instances::{InstanceStatus, StartError, UnknownInstance};
 pub use plugins::{PluginEntry, PluginSlot, Scope};
 pub use status::{DaemonStatus, PluginStatus};
 

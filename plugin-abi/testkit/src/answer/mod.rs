@@ -12,7 +12,7 @@ mod response;
 mod upstream;
 
 use super::{
-    Simulation, TestRequest,
+    TestRequest,
     record::{LogLine, Recorded},
 };
 use kong_rust_pdk::{Phase, Value, types::Multimap};
@@ -127,12 +127,18 @@ fn headers_arg(v: Option<&Value>) -> Result<Multimap, String> {
     }
 }
 
-/// Kong's answer to `method(args)` in `phase`: `Ok(None)` is nil, `Err` a Lua error.
-pub(crate) fn answer(sim: &mut Simulation, phase: Phase, method: &str, args: &[Value]) -> Answer {
+/// Kong's answer to `method(args)` in `phase` for request `req`, with its effects on
+/// `rec`: `Ok(None)` is nil, `Err` a Lua error.
+pub(crate) fn answer(
+    req: &TestRequest,
+    rec: &mut Recorded,
+    phase: Phase,
+    method: &str,
+    args: &[Value],
+) -> Answer {
     if let Some(err) = phases::phase_error(method, phase) {
         return Err(err);
     }
-    let (req, rec) = (&sim.request, &mut sim.recorded);
     if let Some(level) = method
         .strip_prefix("kong.log.")
         .filter(|l| LOG_LEVELS.contains(l))
@@ -224,6 +230,7 @@ fn parse_json_body(body: &[u8]) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Simulation;
 
     /// Every `"kong.…"` function name the PDK wrappers use.
     fn pdk_methods() -> Vec<String> {
@@ -264,7 +271,7 @@ mod tests {
         for method in &methods {
             let mut sim = Simulation::new(TestRequest::get("/"));
             for phase in Phase::ALL {
-                let _ = answer(&mut sim, phase, method, &args);
+                let _ = answer(&sim.request, &mut sim.recorded, phase, method, &args);
             }
             assert!(
                 sim.unknown_calls.is_empty(),
@@ -272,7 +279,13 @@ mod tests {
             );
         }
         let mut sim = Simulation::new(TestRequest::get("/"));
-        let _ = answer(&mut sim, Phase::Access, "kong.nope.nothing", &[]);
+        let _ = answer(
+            &sim.request,
+            &mut sim.recorded,
+            Phase::Access,
+            "kong.nope.nothing",
+            &[],
+        );
         assert_eq!(sim.unknown_calls, ["kong.nope.nothing"]);
     }
 }
