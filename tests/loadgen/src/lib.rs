@@ -1,5 +1,5 @@
-//! Kong-side load generator for MsgPack:1 pluginservers: the wire codec a Kong worker uses
-//! and the `/proc` readings of the server process. The `loadgen` binary drives them.
+//! Kong-side load generator for MsgPack:1 pluginservers: the `/proc` readings of the
+//! server process. The `loadgen` binary plays Kong with the protocol crate's Kong side
+//! (`kong_rust_pluginserver_protocol::kong`).
 
 pub mod procfs;
-pub mod wire;

@@ -7,8 +7,13 @@ use kong_rust_pluginserver_e2e::{artifacts, daemon::Scratch};
 use serde_json::Value;
 
 fn loadgen(scratch: &Scratch, args: &[&str]) -> Value {
+    loadgen_with(scratch, "", args)
+}
+
+/// Runs loadgen, which spawns the daemon with `daemon_flags` added.
+fn loadgen_with(scratch: &Scratch, daemon_flags: &str, args: &[&str]) -> Value {
     let spawn = format!(
-        "{} --plugins-directory {} --kong-prefix {}",
+        "{} --plugins-directory {} --kong-prefix {} {daemon_flags}",
         artifacts::daemon_binary().display(),
         scratch.plugins_dir().display(),
         scratch.prefix().display()
@@ -59,7 +64,9 @@ fn closed_loop_reports_throughput_latency_and_server_cost() {
     );
     let events = &report["events"];
     assert_eq!(f(events, &["events"]), 400.0, "{report}");
-    assert_eq!(f(events, &["errors"]), 0.0, "{report}");
+    assert_eq!(f(events, &["error_replies"]), 0.0, "{report}");
+    assert_eq!(f(events, &["proxied_past_plugin"]), 0.0, "{report}");
+    assert_eq!(f(events, &["returned"]), 400.0, "{report}");
     // rust-hello: HandleEvent + three Steps.
     assert_eq!(f(events, &["round_trips"]), 1600.0, "{report}");
     assert!(f(events, &["events_per_s"]) > 0.0);
@@ -87,11 +94,78 @@ fn open_loop_and_idle_instances_run() {
         &["--rate", "2000", "--events", "300", "--warmup", "20"],
     );
     let events = &report["events"];
-    assert_eq!(f(events, &["events"]), 300.0, "{report}");
+    // Events the pacer reached too late (a loaded machine) are skipped, not run.
+    assert_eq!(
+        f(events, &["events"]) + f(events, &["skipped"]),
+        300.0,
+        "{report}"
+    );
     assert!(events["start_lag_us"].is_object(), "{report}");
 
     let report = loadgen(&scratch, &["--instances", "200"]);
     let instances = &report["instances"];
     assert_eq!(f(instances, &["instances"]), 200.0, "{report}");
     assert!(f(instances, &["rss_kib_after"]) > 0.0, "{report}");
+}
+
+#[test]
+fn restarts_hand_over_to_new_servers_and_abandoned_events_are_counted() {
+    let scratch = Scratch::with_plugins(&["rust-hello"]);
+    let report = loadgen_with(
+        &scratch,
+        "--drain-timeout 1",
+        &[
+            "--duration",
+            "4",
+            "--restarts",
+            "2",
+            "--restart-every",
+            "1",
+            "--abandon",
+            "0.1",
+            "--warmup",
+            "20",
+            "--workers",
+            "2",
+            "--concurrency",
+            "4",
+        ],
+    );
+    let events = &report["events"];
+    let total = f(events, &["events"]);
+    let abandoned = f(events, &["abandoned"]);
+    // Every tenth event a worker starts is abandoned, unless it failed before its Step.
+    assert!(
+        abandoned > 0.0 && abandoned <= total / 10.0 + 2.0,
+        "{report}"
+    );
+    // A healthy daemon never makes Kong proxy past the plugin with an error reply.
+    assert_eq!(f(events, &["error_replies"]), 0.0, "{report}");
+    // The new servers' instances were started (Kong's "no plugin instance" or serverPid).
+    assert!(f(events, &["instance_starts"]) > 2.0, "{report}");
+    let restarts = events["restarts"].as_array().expect("restarts");
+    assert_eq!(restarts.len(), 2, "{report}");
+    let mut pids = Vec::new();
+    for (i, restart) in restarts.iter().enumerate() {
+        assert_eq!(f(restart, &["restart"]), (i + 1) as f64);
+        assert!(
+            (f(restart, &["at_s"]) - (i + 1) as f64).abs() < 0.5,
+            "{report}"
+        );
+        assert!(f(restart, &["gap_ms"]) >= f(restart, &["max_latency_ms"]));
+        pids.push(f(restart, &["old_pid"]));
+        pids.push(f(restart, &["new_pid"]));
+    }
+    assert_eq!(
+        pids[1], pids[2],
+        "the second restart stops the first one's server"
+    );
+    assert_ne!(pids[0], pids[1]);
+    // The workers reconnected: the last stretch served requests on the last server.
+    assert!(f(&restarts[1], &["returned"]) > 0.0, "{report}");
+    assert!(events["before_restarts"]["events"].as_f64().unwrap() > 0.0);
+    assert!(
+        events["server"].is_null(),
+        "no /proc readings across restarts"
+    );
 }
