@@ -2,13 +2,15 @@
 //! worker's single-threaded event loop: the only transport code of the load generator.
 //!
 //! As with ngx_lua's cosocket pool, a connection is taken for one call and put back after
-//! it; an idle connection that the server closed (or wrote to unasked) is dropped from the
-//! pool rather than handed out, and a connection whose call failed is never put back.
+//! it; an idle connection that the server closed is dropped from the pool rather than
+//! handed out, and a connection whose call failed is never put back.
 
 use std::{
     cell::{Cell, RefCell},
+    future::Future,
     ops::Range,
     path::PathBuf,
+    task::{Context, Poll, Waker},
     time::Duration,
 };
 
@@ -17,7 +19,7 @@ use kong_rust_pluginserver_protocol::{
     kong::{Incoming, KongSideError, incoming},
 };
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncReadExt, AsyncWriteExt, Interest},
     net::UnixStream,
 };
 
@@ -104,11 +106,17 @@ impl Conn {
         incoming(&self.rbuf[range], msgid)
     }
 
-    /// Whether the server closed this idle connection (or sent something unasked): the
-    /// pool then drops it, as ngx_lua's does when an idle connection becomes readable.
+    /// Whether the server closed this idle connection: the pool then drops it, as
+    /// ngx_lua's does when an idle pooled connection sees the peer close. Read from the
+    /// event loop's readiness (the peer's close sets "read closed"), without a syscall.
     fn closed_while_idle(&self) -> bool {
-        let mut probe = [0u8; 1];
-        !matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        let mut ready = std::pin::pin!(self.stream.ready(Interest::READABLE));
+        let mut cx = Context::from_waker(Waker::noop());
+        match ready.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(ready)) => ready.is_read_closed() || ready.is_error(),
+            Poll::Ready(Err(_)) => true,
+            Poll::Pending => false,
+        }
     }
 }
 
