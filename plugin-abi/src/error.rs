@@ -81,7 +81,7 @@ impl PdkError {
 #[non_exhaustive]
 pub enum ConfigError {
     /// The configuration JSON does not match the plugin's config type.
-    #[error("invalid config at `{path}`: {reason}")]
+    #[error("invalid config{}: {reason}", at_path(path))]
     Invalid {
         /// Path of the offending field, e.g. `limits.minute` (`.` for the whole config).
         path: String,
@@ -91,6 +91,15 @@ pub enum ConfigError {
     /// The plugin's constructor refused the configuration.
     #[error("{0}")]
     Rejected(String),
+}
+
+/// ` at `path``, or nothing for the whole configuration (a missing top-level field).
+fn at_path(path: &str) -> String {
+    if path == "." || path.is_empty() {
+        String::new()
+    } else {
+        format!(" at `{path}`")
+    }
 }
 
 impl ConfigError {

@@ -7,103 +7,155 @@
 //! framed is closed (there is no way to find the next message in it); other connections
 //! are unaffected.
 //!
-//! The same loop runs over two transports (see [`crate::listener::Threading`]): a blocking
-//! socket on a thread of its own (the default: a plugin handler that blocks holds up only
-//! its connection), or a non-blocking socket on a shared single-threaded event loop (fewer
-//! context switches per message, for plugins that never block).
+//! The loop runs over a [`Transport`]: a socket on an event loop, or a blocking socket on a
+//! thread of its own (see [`crate::serving`]). A transport's read can also end early with a
+//! [`Stop`]: the connection sat idle too long, a message took too long to arrive, or the
+//! daemon is handing its connections to a successor.
 
-use std::{
-    future::Future,
-    io::{Read, Write},
-};
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::future::Future;
 
 use kong_rust_pluginserver_protocol::{RequestError, encode, frame, parse_request};
 
 use crate::{
     daemon::{Daemon, Scope},
-    rpc::{self, RpcError},
+    rpc::{self, Rpc, RpcError},
+    serving::budget::BufferBudget,
 };
 
 /// Initial size of a connection's input buffer; it grows for larger messages (up to the
-/// message size limit) and shrinks back after them.
-const INPUT_BUFFER: usize = 8 * 1024;
+/// message size limit, within the daemon-wide buffer budget) and shrinks back after them.
+pub const INPUT_BUFFER: usize = 8 * 1024;
+
+/// Why a read ended without data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// No request for longer than the idle timeout.
+    Idle,
+    /// A message started arriving and did not finish within the message timeout.
+    MessageTimeout,
+    /// The daemon is handing its connections to a successor.
+    HandOver,
+}
+
+/// What a read gave.
+#[derive(Debug)]
+pub enum Read {
+    /// This many bytes.
+    Data(usize),
+    /// The end of the stream: Kong closed the connection.
+    Eof,
+    /// A watcher stopped the read.
+    Stop(Stop),
+    /// The socket failed.
+    Failed(std::io::Error),
+}
 
 /// A byte stream to Kong.
 pub trait Transport {
-    /// Reads some bytes; 0 at the end of the stream.
-    fn read(&mut self, buf: &mut [u8]) -> impl Future<Output = std::io::Result<usize>>;
+    /// Reads some bytes into `buf`. `mid_message` says whether part of a message is
+    /// already buffered (the message deadline applies then, the idle deadline otherwise).
+    fn read(&mut self, buf: &mut [u8], mid_message: bool) -> impl Future<Output = Read>;
     /// Writes all of `buf`.
     fn write_all(&mut self, buf: &[u8]) -> impl Future<Output = std::io::Result<()>>;
 }
 
-/// A blocking socket, on a thread of its own: the futures complete at once.
-impl Transport for std::os::unix::net::UnixStream {
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            match Read::read(self, buf) {
-                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
-                other => return other,
-            }
-        }
-    }
-
-    async fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        Write::write_all(self, buf)
-    }
+/// What a connection is served with.
+pub struct Context<'a> {
+    /// The daemon.
+    pub daemon: &'a Daemon,
+    /// What the socket it came on may use.
+    pub scope: &'a Scope,
+    /// The daemon-wide budget of bytes buffered beyond each connection's first buffer.
+    pub budget: &'a BufferBudget,
 }
 
-/// A non-blocking socket on an event loop.
-impl Transport for tokio::net::UnixStream {
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        AsyncReadExt::read(self, buf).await
-    }
-
-    async fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        AsyncWriteExt::write_all(self, buf).await
-    }
+/// How serving a connection ended.
+#[derive(Debug)]
+pub enum Served {
+    /// Kong closed it, it broke, or it was closed for misbehaving.
+    Closed,
+    /// It must go to the successor daemon, with these bytes already read from it (part of
+    /// a message, or a whole request this daemon did not answer).
+    HandOver {
+        /// Bytes read and not answered, in order.
+        pending: Vec<u8>,
+    },
 }
 
-/// Serves a blocking connection on the calling thread until Kong closes it. The thread
-/// only parks when a plugin handler waits on its own I/O.
-pub fn serve_blocking(stream: std::os::unix::net::UnixStream, daemon: &Daemon, scope: &Scope) {
-    crate::wait::block_on(serve(stream, daemon, scope));
-}
-
-/// Serves one connection until Kong closes it or sends something unusable. `scope` is
-/// what the socket it came on may use.
-pub async fn serve<T: Transport>(mut stream: T, daemon: &Daemon, scope: &Scope) {
+/// Serves one connection until Kong closes it, it misbehaves, or it is to be handed over.
+/// `pending` holds bytes already read from it (a predecessor's hand-over); `announced` is
+/// whether this daemon's `serverPid` has already been sent on it.
+pub async fn serve<T: Transport>(
+    stream: &mut T,
+    cx: &Context<'_>,
+    pending: Vec<u8>,
+    announced: bool,
+) -> Served {
+    let daemon = cx.daemon;
     let max_message = daemon.limits().max_message;
     let mut out = Vec::with_capacity(512);
-    // Announced in front of the first response.
-    encode::server_pid(&mut out, daemon.pid());
-    let mut input = vec![0u8; INPUT_BUFFER];
-    let mut filled = 0;
-    loop {
+    if !announced {
+        // Announced in front of the first response.
+        encode::server_pid(&mut out, daemon.pid());
+    }
+    let mut input = pending;
+    let mut filled = input.len();
+    input.resize(filled.max(INPUT_BUFFER), 0);
+    // Bytes of `input` beyond INPUT_BUFFER, held against the daemon-wide budget.
+    let mut reserved = cx
+        .budget
+        .reserve_to(0, input.len() - INPUT_BUFFER)
+        .unwrap_or(0);
+    let served = loop {
         let len = match frame::value_len(&input[..filled], max_message) {
             Ok(Some(len)) => len,
             Ok(None) => {
                 if filled == input.len() {
-                    input.resize(input.len() * 2, 0);
+                    let grown = input.len() * 2;
+                    match cx.budget.reserve_to(reserved, grown - INPUT_BUFFER) {
+                        Some(now) => reserved = now,
+                        None => {
+                            tracing::warn!(
+                                bytes = filled,
+                                "closing a connection: the daemon's buffers are full (--max-buffered-bytes)"
+                            );
+                            break Served::Closed;
+                        }
+                    }
+                    input.resize(grown, 0);
                 }
-                match stream.read(&mut input[filled..]).await {
-                    Ok(0) => {
+                match stream.read(&mut input[filled..], filled > 0).await {
+                    Read::Data(n) => {
+                        filled += n;
+                        continue;
+                    }
+                    Read::Eof => {
                         if filled > 0 {
                             tracing::warn!(
                                 bytes = filled,
                                 "connection closed in the middle of a message"
                             );
                         }
-                        return;
+                        break Served::Closed;
                     }
-                    Ok(n) => {
-                        filled += n;
-                        continue;
+                    Read::Stop(Stop::HandOver) => {
+                        input.truncate(filled);
+                        break Served::HandOver { pending: input };
                     }
-                    Err(err) => {
+                    Read::Stop(Stop::Idle) => {
+                        tracing::debug!("closing a connection idle past --connection-idle-timeout");
+                        break Served::Closed;
+                    }
+                    Read::Stop(Stop::MessageTimeout) => {
+                        tracing::warn!(
+                            bytes = filled,
+                            "closing a connection: a message did not arrive within --message-timeout"
+                        );
+                        break Served::Closed;
+                    }
+                    Read::Failed(err) => {
                         tracing::debug!("connection read failed: {err}");
-                        return;
+                        break Served::Closed;
                     }
                 }
             }
@@ -112,23 +164,29 @@ pub async fn serve<T: Transport>(mut stream: T, daemon: &Daemon, scope: &Scope) 
                     "closing connection: {err} (starts with {})",
                     preview(&input[..filled])
                 );
-                return;
+                break Served::Closed;
             }
         };
         match parse_request(&input[..len]) {
-            Ok(request) => rpc::respond(daemon, scope, &request, &mut out).await,
+            Ok(request) => {
+                if daemon.is_handing_over() && !keeps(daemon, cx.scope, &request) {
+                    input.truncate(filled);
+                    break Served::HandOver { pending: input };
+                }
+                rpc::respond(daemon, cx.scope, &request, &mut out).await;
+            }
             Err(RequestError::Malformed { msgid, reason }) => {
                 RpcError::Malformed(reason).write(msgid, &mut out);
             }
             Err(err @ RequestError::Unanswerable(_)) => {
                 tracing::warn!("closing connection: {err} ({})", preview(&input[..len]));
-                return;
+                break Served::Closed;
             }
         }
         let written = stream.write_all(&out).await;
         out.clear();
         if written.is_err() {
-            return;
+            break Served::Closed;
         }
         input.copy_within(len..filled, 0);
         filled -= len;
@@ -136,7 +194,23 @@ pub async fn serve<T: Transport>(mut stream: T, daemon: &Daemon, scope: &Scope) 
         if input.len() > 1 << 20 && filled <= INPUT_BUFFER {
             input.truncate(INPUT_BUFFER);
             input.shrink_to_fit();
+            reserved = cx.budget.reserve_to(reserved, 0).unwrap_or(0);
         }
+    };
+    cx.budget.reserve_to(reserved, 0);
+    served
+}
+
+/// While handing over, what this daemon still answers itself: the Steps of its own events
+/// (their handlers live here). Everything else goes to the successor.
+fn keeps(
+    daemon: &Daemon,
+    scope: &Scope,
+    request: &kong_rust_pluginserver_protocol::Request<'_>,
+) -> bool {
+    match Rpc::parse(request) {
+        Ok(Rpc::Step(step)) => daemon.has_waiting_event(scope, step.event_id),
+        _ => false,
     }
 }
 

@@ -5,8 +5,10 @@
 //! - [`loader`]: plugin libraries, checked and loaded through the stable ABI;
 //! - [`daemon`]: plugins, instances and in-flight events, and the typed operations on them;
 //! - [`rpc`]: Kong's requests parsed into [`rpc::Rpc`], applied, encoded;
-//! - [`connection`], [`listener`]: serving Kong's connections on the plugin sockets;
-//! - [`lifecycle`]: serve lock and standby, signals, reload, drain, housekeeping;
+//! - [`connection`], [`serving`], [`sockets`]: Kong's connections, on the plugin sockets,
+//!   on each plugin's event loop (or a thread each), with their limits;
+//! - [`lifecycle`]: serve lock, standby and takeover, hand-over, signals, reload, drain,
+//!   housekeeping;
 //! - [`metrics`] (the families, a leaf) and [`admin`] (their HTTP endpoint);
 //! - [`settings`]: flags, environment and config file;
 //! - [`dump`], [`conf_lines`], [`template`], [`playback`]: what the subcommands produce.
@@ -16,13 +18,16 @@ pub mod conf_lines;
 pub mod connection;
 pub mod daemon;
 pub mod dump;
+pub mod heartbeat;
 pub mod lifecycle;
-pub mod listener;
 pub mod loader;
 pub mod metrics;
 pub mod playback;
 pub mod plugin_log;
 pub mod rpc;
+pub mod serving;
 pub mod settings;
+pub mod sockets;
 pub mod template;
 pub mod wait;
+pub mod waitable;

@@ -341,9 +341,7 @@ fn one_line(text: &str) -> String {
 fn validate(manifest: Manifest) -> Result<Manifest, String> {
     let name = &manifest.name;
     if !is_valid_name(name) {
-        return Err(format!(
-            "plugin name {name:?} must be 1-64 characters of a-z, 0-9, '-' and '_', starting with a letter or digit"
-        ));
+        return Err(format!("plugin name {name:?} must be {NAME_RULE}"));
     }
     let version = &manifest.version;
     let parts: Vec<&str> = version.split('.').collect();
@@ -363,7 +361,12 @@ fn validate(manifest: Manifest) -> Result<Manifest, String> {
     Ok(manifest)
 }
 
-/// Plugin names become file names (`<prefix>/<name>.socket`) and kong.conf keys.
+/// What a plugin name may be, as every message states it.
+pub const NAME_RULE: &str =
+    "1-64 characters of a-z, 0-9, '-' and '_', starting with a letter or digit";
+
+/// Plugin names become file names (`<prefix>/<name>.socket`) and kong.conf keys:
+/// [`NAME_RULE`].
 pub fn is_valid_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     (1..=64).contains(&bytes.len())

@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     let settings = match resolve_settings(&cli) {
         Ok(settings) => settings,
         Err(err) => {
-            eprintln!("kong-rust-pluginserver: {err:#}");
+            eprintln!("kong-rust-pluginserver: {}", report(&err));
             return ExitCode::FAILURE;
         }
     };
@@ -25,10 +25,24 @@ fn main() -> ExitCode {
     match cli::run(cli, settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{err:#}");
+            tracing::error!("{}", report(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each said once: the library's errors already
+/// name their cause in their own message.
+fn report(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// Flags and environment, then the file, then defaults; unknown variables refused.

@@ -28,6 +28,7 @@ pub struct Metrics {
     panics: IntCounterVec,
     abandoned: IntCounterVec,
     evicted: IntCounterVec,
+    slow: IntCounterVec,
     pdk_calls: IntCounterVec,
     duration: HistogramVec,
     failures: IntCounterVec,
@@ -50,6 +51,8 @@ pub struct PhaseMetrics {
     pub abandoned: IntCounter,
     /// Events freed early, longest-waiting first, to make room in a full instance budget.
     pub evicted: IntCounter,
+    /// Polls of a handler that held its event loop past the slow-handler threshold.
+    pub slow: IntCounter,
     /// PDK calls handed to Kong (round trips).
     pub pdk_calls: IntCounter,
     /// Event duration, from HandleEvent to the end.
@@ -65,6 +68,7 @@ impl PhaseMetrics {
             panics: counter(),
             abandoned: counter(),
             evicted: counter(),
+            slow: counter(),
             pdk_calls: counter(),
             duration: prometheus::Histogram::with_opts(HistogramOpts::new("unused", "unused"))
                 .expect("valid histogram"),
@@ -107,6 +111,13 @@ impl PluginMetrics {
     /// Abandoned events, all phases.
     pub fn abandoned(&self) -> u64 {
         self.sum(|p| &p.abandoned)
+    }
+
+    /// Counts a handler that held its event loop too long.
+    pub fn slow_handler(&self, phase: Option<Phase>) {
+        if let Some(phase) = phase {
+            self.phase(phase).slow.inc();
+        }
     }
 
     /// Evicted events, all phases.
@@ -157,6 +168,10 @@ impl Metrics {
             evicted: counter(
                 "evicted_events_total",
                 "Events freed early, longest-waiting first, to make room in a full instance budget.",
+            ),
+            slow: counter(
+                "slow_handlers_total",
+                "Handler polls that held their event loop past --slow-handler-ms (every other request of the plugin waited).",
             ),
             pdk_calls: counter("pdk_calls_total", "PDK calls handed to Kong (round trips)."),
             failures: register(
@@ -254,6 +269,7 @@ impl Metrics {
                     panics: self.panics.with_label_values(&labels),
                     abandoned: self.abandoned.with_label_values(&labels),
                     evicted: self.evicted.with_label_values(&labels),
+                    slow: self.slow.with_label_values(&labels),
                     pdk_calls: self.pdk_calls.with_label_values(&labels),
                     duration: self.duration.with_label_values(&labels),
                 }

@@ -21,7 +21,7 @@ pub struct Limits {
     pub max_message: usize,
     /// Most events one instance may have in flight at once.
     pub max_events_per_instance: usize,
-    /// Most connections served at once (each has a thread).
+    /// Most connections served at once.
     pub max_connections: usize,
     /// An event that waits longer than this for Kong's next Step is abandoned.
     pub event_timeout: Duration,
@@ -32,7 +32,7 @@ impl Default for Limits {
         Limits {
             max_message: 16 << 20,
             max_events_per_instance: 10_000,
-            max_connections: 4_096,
+            max_connections: 16_384,
             event_timeout: Duration::from_secs(60),
         }
     }
@@ -177,11 +177,48 @@ pub struct SettingsArgs {
     )]
     pub max_events_per_instance: Option<usize>,
 
-    /// Most connections served at once; each gets a thread [default: 4096].
+    /// Most connections served at once, over all sockets [default: 16384].
     #[arg(long, value_name = "N", env = "KONG_RUST_PLUGINSERVER_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
 
-    /// Seconds to let events in flight finish after SIGTERM [default: 10].
+    /// Most connections at once on one plugin's socket, so a flood on one socket cannot
+    /// take every other plugin's [default: 8192].
+    #[arg(
+        long,
+        value_name = "N",
+        env = "KONG_RUST_PLUGINSERVER_MAX_CONNECTIONS_PER_PLUGIN"
+    )]
+    pub max_connections_per_plugin: Option<usize>,
+
+    /// Most bytes all connections together may buffer for messages larger than 8 KiB
+    /// [default: 268435456].
+    #[arg(
+        long,
+        value_name = "BYTES",
+        env = "KONG_RUST_PLUGINSERVER_MAX_BUFFERED_BYTES"
+    )]
+    pub max_buffered_bytes: Option<usize>,
+
+    /// Seconds a connection may stay without a request before it is closed; longer than
+    /// Kong's own keepalive timeout (60 s), so Kong never picks a connection the daemon is
+    /// closing [default: 300].
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "KONG_RUST_PLUGINSERVER_CONNECTION_IDLE_TIMEOUT"
+    )]
+    pub connection_idle_timeout: Option<u64>,
+
+    /// Seconds a message that started arriving may take to arrive whole [default: 30].
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "KONG_RUST_PLUGINSERVER_MESSAGE_TIMEOUT"
+    )]
+    pub message_timeout: Option<u64>,
+
+    /// Seconds to let this daemon's events in flight finish after SIGTERM or a successor's
+    /// takeover [default: 10].
     #[arg(
         long,
         value_name = "SECONDS",
@@ -229,11 +266,31 @@ pub struct SettingsArgs {
     )]
     pub log_format: Option<LogFormat>,
 
-    /// Serve connections on N single-threaded event loops instead of a thread per
-    /// connection (0, the default). Cheaper per message under load, but a plugin handler
-    /// that blocks stalls every connection of its loop: only for plugins that never block.
+    /// Event loops per plugin: each plugin's connections are served on its own loop(s), so
+    /// a handler that blocks stalls only its own plugin [default: 1].
     #[arg(long, value_name = "N", env = "KONG_RUST_PLUGINSERVER_EVENT_LOOPS")]
     pub event_loops: Option<usize>,
+
+    /// Serve each connection on a thread of its own instead of on the plugin's event
+    /// loop: for plugins whose handlers block (each message then costs a thread wake-up).
+    #[arg(
+        long,
+        env = "KONG_RUST_PLUGINSERVER_THREAD_PER_CONNECTION",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    pub thread_per_connection: Option<bool>,
+
+    /// Milliseconds a handler may hold its event loop before the log names it
+    /// [default: 100].
+    #[arg(
+        long,
+        value_name = "MS",
+        env = "KONG_RUST_PLUGINSERVER_SLOW_HANDLER_MS"
+    )]
+    pub slow_handler_ms: Option<u64>,
 
     /// Serve Prometheus metrics at http://ADDR/metrics. A bare port listens on 127.0.0.1.
     #[arg(
@@ -267,8 +324,20 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Where to serve metrics.
     pub metrics_listen: Option<SocketAddr>,
-    /// Event loops to serve connections on; 0: a thread per connection.
+    /// Event loops per plugin.
     pub event_loops: usize,
+    /// A thread per connection instead of the plugin loops.
+    pub thread_per_connection: bool,
+    /// Most connections on one plugin's socket.
+    pub max_connections_per_plugin: usize,
+    /// Most bytes buffered beyond the connections' first buffers.
+    pub max_buffered_bytes: usize,
+    /// Idle connections are closed after this.
+    pub connection_idle_timeout: Duration,
+    /// A message must arrive whole within this.
+    pub message_timeout: Duration,
+    /// A handler holding its loop longer than this is named in the log.
+    pub slow_handler: Duration,
 }
 
 impl SettingsArgs {
@@ -280,7 +349,8 @@ impl SettingsArgs {
         })?;
         toml::from_str(&text).map_err(|e| SettingsError::File {
             path: path.to_owned(),
-            message: e.to_string().trim_end().replace('\n', " "),
+            // toml's message points at the line and column with a caret: keep its lines.
+            message: e.to_string().trim_end().to_owned(),
         })
     }
 
@@ -355,7 +425,34 @@ impl SettingsArgs {
                 .or(file.log_format)
                 .unwrap_or(LogFormat::Text),
             metrics_listen,
-            event_loops: self.event_loops.or(file.event_loops).unwrap_or(0),
+            event_loops: self.event_loops.or(file.event_loops).unwrap_or(1).max(1),
+            thread_per_connection: self
+                .thread_per_connection
+                .or(file.thread_per_connection)
+                .unwrap_or(false),
+            max_connections_per_plugin: self
+                .max_connections_per_plugin
+                .or(file.max_connections_per_plugin)
+                .unwrap_or(8_192),
+            max_buffered_bytes: self
+                .max_buffered_bytes
+                .or(file.max_buffered_bytes)
+                .unwrap_or(256 << 20),
+            connection_idle_timeout: Duration::from_secs(
+                self.connection_idle_timeout
+                    .or(file.connection_idle_timeout)
+                    .unwrap_or(300)
+                    .max(1),
+            ),
+            message_timeout: Duration::from_secs(
+                self.message_timeout
+                    .or(file.message_timeout)
+                    .unwrap_or(30)
+                    .max(1),
+            ),
+            slow_handler: Duration::from_millis(
+                self.slow_handler_ms.or(file.slow_handler_ms).unwrap_or(100),
+            ),
         })
     }
 }

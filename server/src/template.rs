@@ -33,9 +33,7 @@ impl PdkSource {
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
     /// Kong would not accept the plugin name.
-    #[error(
-        "invalid plugin name {0:?}: use 1-64 characters of a-z, 0-9, '-' and '_', starting with a letter or digit"
-    )]
+    #[error("invalid plugin name {0:?}: use {rule}", rule = crate::loader::NAME_RULE)]
     InvalidName(String),
     /// A valid plugin name that cargo refuses as a package name.
     #[error("{name:?} cannot be a cargo package name: {reason}")]

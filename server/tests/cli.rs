@@ -48,3 +48,32 @@ fn a_missing_plugins_directory_is_a_clear_error() {
         );
     }
 }
+
+#[test]
+fn an_os_error_is_reported_once_and_no_plugin_is_a_failure() {
+    let out = daemon()
+        .args([
+            "--plugins-directory",
+            "/nonexistent/plugins",
+            "--dump-all-plugins",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("(os error 2)").count(), 1, "{stderr}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let out = daemon()
+        .arg("--plugins-directory")
+        .arg(empty.path())
+        .arg("--dump-all-plugins")
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "an empty dump would start Kong without plugins"
+    );
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no usable plugin"));
+}

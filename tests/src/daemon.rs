@@ -91,15 +91,53 @@ impl Scratch {
         self.start_with(&[], configure)
     }
 
-    /// Like [`start`](Self::start), with extra arguments or environment.
-    pub fn start_with(&self, plugins: &[&str], configure: impl FnOnce(&mut Command)) -> Daemon {
-        let stderr = self.dir.path().join(format!(
+    /// Starts a daemon as a successor to a running one, as Kong does after `kong reload`:
+    /// from another parent process (a new nginx worker; here a shell that waits for it).
+    /// Waits for nothing; [`Daemon::pid`] is the shell's.
+    pub fn start_successor(&self) -> Daemon {
+        let daemon = self.command();
+        let mut args = vec![
+            "-c".to_owned(),
+            r#""$@" & wait $!"#.to_owned(),
+            "sh".to_owned(),
+            daemon.get_program().to_string_lossy().into_owned(),
+        ];
+        args.extend(daemon.get_args().map(|a| a.to_string_lossy().into_owned()));
+        self.start_with_program("/bin/sh", &args, &[])
+    }
+
+    fn start_with_program(&self, program: &str, args: &[String], plugins: &[&str]) -> Daemon {
+        let stderr = self.stderr_path();
+        let child = Command::new(program)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("spawn the daemon");
+        let mut daemon = Daemon {
+            child,
+            stderr,
+            sockets: plugins.iter().map(|p| self.socket(p)).collect(),
+        };
+        daemon.wait_ready();
+        daemon
+    }
+
+    fn stderr_path(&self) -> PathBuf {
+        self.dir.path().join(format!(
             "daemon-{}.stderr",
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
                 .as_nanos()
-        ));
+        ))
+    }
+
+    /// Like [`start`](Self::start), with extra arguments or environment.
+    pub fn start_with(&self, plugins: &[&str], configure: impl FnOnce(&mut Command)) -> Daemon {
+        let stderr = self.stderr_path();
         let mut cmd = self.command();
         cmd.stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).unwrap());
@@ -182,6 +220,18 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
     }
 
     /// Whether the process is still running.

@@ -169,7 +169,6 @@ impl Kong {
         Ok(Connection {
             stream,
             buffer: Vec::new(),
-            fresh: true,
         })
     }
 
@@ -230,14 +229,14 @@ impl Kong {
             let message = read_message(&mut conn)?;
             match incoming(&message, msgid).map_err(|e| RpcError::Io(e.to_string()))? {
                 Incoming::Notification { method, value } => {
-                    assert!(conn.fresh, "a notification after the first response");
+                    // First on a new connection; again when a successor daemon took the
+                    // connection over (Kong reads notifications before any response).
                     assert_eq!(method, b"serverPid", "the only notification Kong knows");
                     let pid = value.expect("serverPid carries a pid");
                     self.server_pids.lock().unwrap().push(pid);
                 }
                 Incoming::Ok(raw) => {
                     let raw = raw.to_vec();
-                    conn.fresh = false;
                     self.pool.lock().unwrap().push_back(conn);
                     return Ok(CallResult::Ok(raw));
                 }
@@ -245,7 +244,6 @@ impl Kong {
                     let text = std::str::from_utf8(text)
                         .expect("UTF-8 error text")
                         .to_owned();
-                    conn.fresh = false;
                     self.pool.lock().unwrap().push_back(conn);
                     return Ok(CallResult::Err(text));
                 }
@@ -379,8 +377,6 @@ struct Connection {
     stream: UnixStream,
     /// Bytes read past the last message (a daemon must never send any).
     buffer: Vec<u8>,
-    /// Not used yet: the daemon's `serverPid` comes before the first response.
-    fresh: bool,
 }
 
 /// Reads exactly one MessagePack message.

@@ -25,9 +25,54 @@ fn hello_ok(kong: &Kong, instance: u64) {
 }
 
 #[test]
-fn a_blocking_handler_stalls_neither_other_plugins_nor_other_events_of_its_plugin() {
+fn a_blocking_handler_stalls_no_other_plugin_and_the_watchdog_names_it() {
+    // The default: every plugin on its own event loop.
     let scratch = Scratch::with_plugins(&["e2e-probe", "rust-hello"]);
-    let daemon = scratch.start(&["e2e-probe", "rust-hello"]);
+    let daemon = scratch.start_with(&["e2e-probe", "rust-hello"], |cmd| {
+        cmd.args(["--slow-handler-ms", "200"]);
+    });
+    let probe = Arc::new(daemon.kong());
+    let blocking = probe
+        .start_instance("e2e-probe", json!({"mode": "block", "delay_ms": 1500}))
+        .unwrap();
+    let hello = Kong::new(scratch.socket("rust-hello"));
+    let hello_instance = hello.start_instance("rust-hello", json!({})).unwrap();
+
+    let blocked: Vec<_> = (0..2)
+        .map(|_| {
+            let probe = probe.clone();
+            thread::spawn(move || probe.run_event(blocking, "access", |_| Some(Value::from("x"))))
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(200)); // a handler is asleep on the probe's loop now
+    let started = Instant::now();
+    for _ in 0..50 {
+        hello_ok(&hello, hello_instance);
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "rust-hello's events waited for the probe's blocked loop: {:?}",
+        started.elapsed()
+    );
+    for handle in blocked {
+        let run = handle.join().unwrap();
+        assert_eq!(run.end, EventEnd::Returned);
+        assert_eq!(run.calls[1].args[0], Value::from("x-blocked"));
+    }
+    let stderr = daemon.stderr();
+    assert!(
+        stderr.contains("a handler has held its event loop (e2e-probe) for over"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("plugin=e2e-probe phase=access"), "{stderr}");
+}
+
+#[test]
+fn with_a_thread_per_connection_a_blocking_handler_stalls_nothing_else() {
+    let scratch = Scratch::with_plugins(&["e2e-probe", "rust-hello"]);
+    let daemon = scratch.start_with(&["e2e-probe", "rust-hello"], |cmd| {
+        cmd.arg("--thread-per-connection");
+    });
     let probe = Arc::new(daemon.kong());
     let blocking = probe
         .start_instance("e2e-probe", json!({"mode": "block", "delay_ms": 3000}))
@@ -252,8 +297,8 @@ fn messages_over_the_size_limit_close_only_their_connection() {
 
 #[test]
 fn numbers_of_every_width_and_invalid_utf8_are_handled() {
-    let scratch = Scratch::with_plugins(&["rust-hello"]);
-    let daemon = scratch.start(&["rust-hello"]);
+    let scratch = Scratch::with_plugins(&["rust-hello", "e2e-probe"]);
+    let daemon = scratch.start(&["rust-hello", "e2e-probe"]);
     let kong = daemon.kong();
     let instance = kong.start_instance("rust-hello", json!({})).unwrap();
     // InstanceId as uint64, int64 and an integral float64, written by hand.
@@ -282,12 +327,22 @@ fn numbers_of_every_width_and_invalid_utf8_are_handled() {
         assert_eq!(reply[2], Value::Nil, "{reply:?}");
         assert_eq!(get(&reply[3], "Id").and_then(Value::as_u64), Some(instance));
     }
-    // A header value that is not UTF-8: rust-hello reads it as a String, so its handler
-    // fails with a clear message, and the request is ended (never proxied past the
-    // plugin); the daemon and the instance carry on.
-    let run = kong.run_event(instance, "access", |_| {
-        Some(Value::Binary(vec![0xff, 0xfe]))
+    // A header value that is not UTF-8: rust-hello greets it as it is.
+    let run = kong.run_event(instance, "access", |call| {
+        (call.method == "kong.request.get_header").then(|| Value::Binary(vec![0xff, 0xfe]))
     });
+    assert_eq!(run.end, EventEnd::Returned, "{run:?}");
+    assert_eq!(
+        run.calls[1].args[1],
+        Value::from("Rust says hello to \u{fffd}\u{fffd}")
+    );
+    // The probe reads its header as text: its handler fails with a clear message, and the
+    // request is ended (never proxied past the plugin); the daemon carries on.
+    let probe = Kong::new(scratch.socket("e2e-probe"));
+    let echo = probe
+        .start_instance("e2e-probe", json!({"mode": "echo"}))
+        .unwrap();
+    let run = probe.run_event(echo, "access", |_| Some(Value::Binary(vec![0xff, 0xfe])));
     assert_eq!(run.end.status(), Some(500), "{run:?}");
     let stderr = daemon.stderr();
     assert!(

@@ -65,7 +65,8 @@ fn later_daemons_stand_by_and_take_over_within_a_second() {
         .start_instance("e2e-probe", json!({"mode": "echo"}))
         .unwrap();
 
-    // SIGTERM stops the serving daemon cleanly.
+    // SIGTERM stops the serving daemon cleanly once Kong's connections are gone.
+    drop(probe);
     let status = second.signal_and_wait(libc::SIGTERM, Duration::from_secs(10));
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }

@@ -35,7 +35,12 @@ impl Plugin for RustHello {
     }
 
     async fn access(&self, kong: &Kong) -> PdkResult<()> {
-        let host = kong.request().get_header("host").await?.unwrap_or_default();
+        // Any bytes a client sends are fine to greet: read them raw, show them lossily.
+        let host = kong.request().get_header_bytes("host").await?;
+        let host = host
+            .as_deref()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
         let greeting = format!("Rust says {} to {host}", self.message);
         kong.response()
             .set_header("x-hello-from-rust", &greeting)

@@ -131,32 +131,54 @@ fn same_key(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// What the request presents as its key. Everything here comes from the client, so
+/// nothing about it may fail the handler: a failing handler is no answer to a client that
+/// sends garbage (the daemon would end the request with a 500, and a plugin that failed open
+/// would let it through); a key that cannot be read is an invalid key.
+enum Presented {
+    /// No key at all.
+    Nothing,
+    /// A key, as raw bytes (header values need not be UTF-8).
+    Key(Vec<u8>, Source),
+    /// Something in a key's place that no configured key can match (a query value Kong
+    /// decoded into something that is not text).
+    Unreadable,
+}
+
 impl KeyAuth {
     /// The first key the request carries, and where.
-    async fn find_key(&self, kong: &Kong) -> PdkResult<Option<(String, Source)>> {
+    async fn find_key(&self, kong: &Kong) -> PdkResult<Presented> {
         let request = kong.request();
         for name in &self.key_names {
             if self.key_in_header
-                && let Some(key) = request.get_header(name).await?.filter(|k| !k.is_empty())
-            {
-                return Ok(Some((key, Source::Header(name.clone()))));
-            }
-            // A flag without value (`?apikey`) carries no key.
-            if self.key_in_query
-                && let Some(QueryArg::Value(key)) = request.get_query_arg(name).await?
+                && let Some(key) = request.get_header_bytes(name).await?
                 && !key.is_empty()
             {
-                return Ok(Some((key, Source::Query(name.clone()))));
+                return Ok(Presented::Key(key.into_vec(), Source::Header(name.clone())));
+            }
+            if self.key_in_query {
+                match request.get_query_arg(name).await {
+                    // A flag without value (`?apikey`) carries no key.
+                    Ok(Some(QueryArg::Value(key))) if !key.is_empty() => {
+                        return Ok(Presented::Key(
+                            key.into_bytes(),
+                            Source::Query(name.clone()),
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(PdkError::Decode { .. }) => return Ok(Presented::Unreadable),
+                    Err(other) => return Err(other),
+                }
             }
         }
-        Ok(None)
+        Ok(Presented::Nothing)
     }
 
     /// The entry of `key`, comparing against every configured key.
-    fn lookup(&self, key: &str) -> Option<&Entry> {
+    fn lookup(&self, key: &[u8]) -> Option<&Entry> {
         let mut found = None;
         for entry in &self.entries {
-            if same_key(&entry.key, key.as_bytes()) && found.is_none() {
+            if same_key(&entry.key, key) && found.is_none() {
                 found = Some(entry);
             }
         }
@@ -232,8 +254,16 @@ impl Plugin for KeyAuth {
     }
 
     async fn access(&self, kong: &Kong) -> PdkResult<()> {
-        let Some((key, source)) = self.find_key(kong).await? else {
-            return self.reject(kong, "No API key found in request").await;
+        let (key, source) = match self.find_key(kong).await? {
+            Presented::Key(key, source) => (key, source),
+            Presented::Nothing => {
+                return self.reject(kong, "No API key found in request").await;
+            }
+            Presented::Unreadable => {
+                return self
+                    .reject(kong, "Invalid authentication credentials")
+                    .await;
+            }
         };
         let Some(entry) = self.lookup(&key) else {
             return self
@@ -315,6 +345,28 @@ mod tests {
         let sim = TestRequest::get("/")
             .header("apikey", "alice-kez")
             .run(&plugin, Phase::Access);
+        assert_rejected(&sim, "Invalid authentication credentials");
+    }
+
+    #[test]
+    fn keys_that_are_not_text_are_invalid_keys_never_failures() {
+        // nginx passes header bytes >= 0x80 as they are: a client controls them.
+        let in_header = plugin(json!({}));
+        let sim = TestRequest::get("/")
+            .answer(
+                "kong.request.get_header",
+                Some(Value::Bytes(vec![0xff, 0xfe])),
+            )
+            .run(&in_header, Phase::Access);
+        assert_rejected(&sim, "Invalid authentication credentials");
+        // A query value Kong hands over as something other than text.
+        let in_query = plugin(json!({"key_in_header": false, "key_in_query": true}));
+        let sim = TestRequest::get("/")
+            .answer(
+                "kong.request.get_query_arg",
+                Some(Value::Array(vec![Value::Bool(true)])),
+            )
+            .run(&in_query, Phase::Access);
         assert_rejected(&sim, "Invalid authentication credentials");
     }
 

@@ -142,6 +142,9 @@ impl Plugin for LogShipper {
     type Config = Config;
     /// Among Kong's own logging plugins (which run from 12 down to 2).
     const PRIORITY: i64 = 12;
+    /// Shipping logs is not what the request is for: a failure here (a full queue, a
+    /// record that does not serialize) is logged and counted, and the request goes on.
+    const ON_FAILURE: OnFailure = OnFailure::FailOpen;
 
     fn new(config: Config) -> Result<Self, ConfigError> {
         let sink = LogShipper::sink(&config)?;

@@ -46,9 +46,16 @@ pub fn one(settings: &Settings, name: &str) -> anyhow::Result<()> {
     super::print_json(&Dump::of([&plugin.manifest]))
 }
 
-/// Prints every plugin's description, by name.
+/// Prints every plugin's description, by name. No usable plugin is an error: Kong would
+/// start without any of them.
 pub fn all(settings: &Settings) -> anyhow::Result<()> {
     let scan = load(settings)?;
+    if scan.plugins.is_empty() {
+        bail!(
+            "no usable plugin in {}",
+            settings.plugins_directory.display()
+        );
+    }
     let mut manifests: Vec<_> = scan.plugins.values().map(|p| &p.manifest).collect();
     manifests.sort_by(|a, b| a.name.cmp(&b.name));
     super::print_json(&Dump::of(manifests))

@@ -7,7 +7,7 @@ use kong_rust_pluginserver::template::{self, PdkSource};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The plugin name, also the package name: 1-64 characters of a-z, 0-9, '-' and '_',
-    /// starting with a letter.
+    /// starting with a letter or digit (a package name must start with a letter).
     name: String,
     /// The directory to create (default: ./NAME). It must not exist.
     #[arg(long, value_name = "DIR")]

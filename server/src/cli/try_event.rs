@@ -6,9 +6,9 @@ use anyhow::Context;
 use kong_rust_pdk::{Phase, Value};
 use kong_rust_pdk_testkit::TestRequest;
 use kong_rust_pluginserver::{
-    listener,
     playback::{self, Ending, Target},
     settings::Settings,
+    sockets,
 };
 
 #[derive(Debug, clap::Args)]
@@ -96,7 +96,7 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
             socket = args
                 .socket
                 .clone()
-                .unwrap_or_else(|| listener::socket_path(&settings.kong_prefix, &args.plugin));
+                .unwrap_or_else(|| sockets::socket_path(&settings.kong_prefix, &args.plugin));
             Target::Daemon(&socket)
         }
     };

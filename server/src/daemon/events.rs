@@ -32,8 +32,8 @@ use sync_wrapper::SyncWrapper;
 use super::{
     Daemon, EventIds, Scope,
     instances::{Instance, UnknownInstance},
-    live::LiveEvents,
 };
+use crate::waitable::WaitableCount;
 
 /// What Kong is told next about an event: the `Data` of its StepData.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,11 +135,16 @@ pub(crate) struct Event {
     started: Instant,
     /// When it last handed a PDK call to Kong, for reaping and eviction.
     pub(crate) waiting_since: Instant,
-    live: Arc<LiveEvents>,
+    live: Arc<WaitableCount>,
 }
 
 impl Event {
-    fn new(live: Arc<LiveEvents>, instance: Arc<Instance>, phase: Phase, handle: EventBox) -> Self {
+    fn new(
+        live: Arc<WaitableCount>,
+        instance: Arc<Instance>,
+        phase: Phase,
+        handle: EventBox,
+    ) -> Self {
         live.add();
         instance.live_events.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
@@ -317,7 +322,10 @@ impl Daemon {
         let outcome = poll_fn(|cx| {
             let waker = FfiWaker::borrowed(cx.waker());
             let mut input = input.take().unwrap_or(StepInput::Resume);
+            let slot = event.instance.plugin.slot().0;
             loop {
+                // Tells the watchdog which handler this loop runs, in case it blocks.
+                let _busy = crate::heartbeat::busy(slot, event.phase, event_id);
                 let stop = match event.handle.poll(input, &waker) {
                     EventPoll::Pending => return Poll::Pending,
                     EventPoll::Call { method, args } => {

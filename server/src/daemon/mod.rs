@@ -15,7 +15,6 @@ mod events;
 mod ids;
 mod instance_config;
 mod instances;
-mod live;
 mod plugins;
 mod status;
 
@@ -39,11 +38,11 @@ pub use instances::{InstanceStatus, StartError, UnknownInstance};
 pub use plugins::{PluginEntry, PluginSlot, Scope};
 pub use status::{DaemonStatus, PluginStatus};
 
+use crate::waitable::WaitableCount;
 use crate::{loader::LoadedPlugin, metrics::Metrics, settings::Limits};
 use events::Event;
 use ids::InstanceIds;
 use instances::Instance;
-use live::LiveEvents;
 
 /// Everything the connections share.
 pub struct Daemon {
@@ -55,7 +54,7 @@ pub struct Daemon {
     /// not `Sync`; the wrapper makes the table shareable by allowing only owned access.
     events: DashMap<u64, SyncWrapper<Event>, FxBuildHasher>,
     /// Events alive anywhere: in the table or being run by a connection.
-    live: Arc<LiveEvents>,
+    live: Arc<WaitableCount>,
     instance_ids: InstanceIds,
     event_ids: EventIds,
     pid: u32,
@@ -65,6 +64,9 @@ pub struct Daemon {
     metrics: Metrics,
     /// Set at SIGTERM: the daemon finishes what it has and hands the rest to its successor.
     shutting_down: AtomicBool,
+    /// Set when a successor is ready: connections go to it at their next request that is
+    /// not a Step of one of this daemon's events.
+    handing_over: AtomicBool,
     /// Checks PDK calls before they go to Kong (none: every call goes).
     call_gate: Option<Box<dyn CallGate>>,
 }
@@ -83,7 +85,7 @@ impl Daemon {
             plugins: RwLock::new(Plugins::default()),
             instances: DashMap::with_hasher(FxBuildHasher),
             events: DashMap::with_hasher(FxBuildHasher),
-            live: Arc::new(LiveEvents::default()),
+            live: Arc::new(WaitableCount::default()),
             instance_ids: InstanceIds::from_clock(),
             event_ids: EventIds::from_clock(),
             pid: std::process::id(),
@@ -91,6 +93,7 @@ impl Daemon {
             limits,
             metrics: Metrics::new(),
             shutting_down: AtomicBool::new(false),
+            handing_over: AtomicBool::new(false),
             call_gate: None,
         };
         for plugin in plugins {
@@ -131,6 +134,19 @@ impl Daemon {
         self.shutting_down.load(Ordering::Relaxed)
     }
 
+    /// Marks the daemon as handing its connections to a ready successor (implies shutting
+    /// down).
+    pub fn begin_handover(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+        self.handing_over.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether connections go to a successor at their next request this daemon does not
+    /// answer itself. One relaxed load per request.
+    pub fn is_handing_over(&self) -> bool {
+        self.handing_over.load(Ordering::Relaxed)
+    }
+
     /// Events alive now (waiting for Kong, or running).
     pub fn live_events(&self) -> usize {
         self.live.get()
@@ -150,7 +166,8 @@ impl Daemon {
         self.read_plugins().by_name.get(name).cloned()
     }
 
-    fn plugin_in_slot(&self, slot: PluginSlot) -> Option<Arc<PluginEntry>> {
+    /// The plugin in `slot`.
+    pub fn plugin_in_slot(&self, slot: PluginSlot) -> Option<Arc<PluginEntry>> {
         self.read_plugins()
             .by_name
             .values()

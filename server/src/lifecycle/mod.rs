@@ -1,10 +1,11 @@
-//! The daemon's life: wait for the serve lock (standing by while another daemon serves the
-//! same plugins directory), load the plugins, bind their sockets, serve until SIGTERM,
-//! reload on SIGHUP, then let the events in flight finish.
+//! The daemon's life: become the serving daemon (or stand by, or take over from a running
+//! one), load the plugins, bind their sockets, serve, reload on SIGHUP, and at the end
+//! finish this daemon's events while handing everything else to a successor.
 //!
 //! Everything here is a library function so that tests and other front ends can run a
 //! daemon; `main.rs` only parses the command line.
 
+pub mod handover;
 pub mod housekeeping;
 pub mod reload;
 pub mod serve_lock;
@@ -12,7 +13,7 @@ pub mod serve_lock;
 use std::{
     path::{Path, PathBuf},
     sync::{Arc, mpsc},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use signal_hook::{
@@ -22,13 +23,15 @@ use signal_hook::{
 
 use crate::{
     admin::{self, MetricsSource},
-    daemon::Daemon,
-    listener::{self, Listener, SocketAccess, SocketError, Threading},
+    daemon::{Daemon, Scope},
     loader::{self, LoadError, LoadOptions},
     metrics::{Gauges, PluginGauge},
+    serving::{Handed, Serving, ServingOptions, Threading},
     settings::Settings,
+    sockets::{self, Replace, SocketAccess},
 };
-use serve_lock::ServeLock;
+use handover::{Channel, ChannelListener, HandoverError, Message};
+use serve_lock::{Acquired, ServeLock};
 
 /// Why the daemon could not serve.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +42,9 @@ pub enum LifecycleError {
     /// No file of the plugins directory is a usable plugin.
     #[error("no usable plugin in {0}; nothing to serve")]
     NoPlugins(PathBuf),
+    /// No plugin could get its socket.
+    #[error("no plugin socket could be set up in {0}; nothing to serve")]
+    NoSockets(PathBuf),
     /// A directory the daemon needs could not be made.
     #[error("cannot create {path}: {source}")]
     Directory {
@@ -55,9 +61,9 @@ pub enum LifecycleError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// A plugin socket could not be set up.
+    /// The hand-over channel failed where the daemon cannot go on without it.
     #[error(transparent)]
-    Socket(#[from] SocketError),
+    Handover(#[from] HandoverError),
     /// `--socket-group` names no group.
     #[error("--socket-group: no group named {0:?}")]
     UnknownGroup(String),
@@ -77,10 +83,22 @@ fn start_error(what: &'static str) -> impl FnOnce(std::io::Error) -> LifecycleEr
 
 /// What wakes the daemon's main thread.
 enum Wake {
-    /// The serve lock is ours.
+    /// The serve lock is ours (a standby's wait ended).
     Locked(std::io::Result<ServeLock>),
     /// A signal arrived.
     Signal(i32),
+    /// A successor connected to the hand-over channel.
+    Successor(Channel),
+    /// No event of this daemon is left.
+    EventsDone,
+    /// No connection is left.
+    ConnectionsDone,
+}
+
+/// The lock and, when another daemon still serves, the channel to it.
+struct Role {
+    lock: Option<ServeLock>,
+    predecessor: Option<(Channel, u32)>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT (or, for a standby, until then without ever
@@ -100,11 +118,14 @@ pub fn run(settings: &Settings) -> Result<(), LifecycleError> {
             .transpose()?,
     };
     let (wake, woken) = mpsc::channel();
+    let wake_for_drain = wake.clone();
     forward_signals(wake.clone())?;
     exit_with_parent();
     create_dir(&settings.kong_prefix, None)?;
+    let lock_path = serve_lock::lock_path(&settings.kong_prefix, &settings.plugins_directory);
+    let channel_path = handover::channel_path(&lock_path);
 
-    let Some(lock) = wait_for_serve_lock(settings, wake, &woken)? else {
+    let Some(mut role) = become_server(settings, &lock_path, &channel_path, &wake, &woken)? else {
         tracing::info!("standby stopped");
         return Ok(());
     };
@@ -133,38 +154,48 @@ pub fn run(settings: &Settings) -> Result<(), LifecycleError> {
         );
     }
     let daemon = Arc::new(Daemon::new(scan.plugins.into_values(), settings.limits));
-    let threading = match settings.event_loops {
-        0 => Threading::PerConnection,
-        n => Threading::EventLoops(n),
+    let serving = Serving::new(daemon.clone(), serving_options(settings))
+        .map_err(start_error("the event loops"))?;
+    let replace = match &role.predecessor {
+        Some((_, pid)) => Replace::Predecessor(*pid),
+        None => Replace::StaleOnly,
     };
-    let server =
-        Listener::new(daemon.clone(), threading).map_err(start_error("the event loops"))?;
-    for plugin in daemon.plugins() {
-        let scope = daemon.scope_of(plugin.name()).expect("a served plugin");
-        let socket = listener::bind(&settings.kong_prefix, plugin.name(), scope, access)?;
-        server
-            .listen(socket)
-            .map_err(start_error("an accept thread"))?;
+    let served = bind_sockets(settings, &daemon, &serving, access, replace)?;
+    let channel = ChannelListener::bind(&channel_path)?;
+    accept_successors(channel, wake.clone())?;
+    if let Some((predecessor, pid)) = role.predecessor.take() {
+        adopt_from(predecessor, pid, served, serving.clone())?;
     }
     if let Some(addr) = settings.metrics_listen {
         let view = Arc::new(MetricsView {
             daemon: daemon.clone(),
-            listener: server.clone(),
+            serving: serving.clone(),
         });
         admin::serve(addr, view).map_err(start_error("the metrics listener"))?;
     }
     housekeeping::start(daemon.clone(), settings.instance_idle_timeout)
         .map_err(start_error("the housekeeping thread"))?;
 
-    for wake in woken {
+    let mut shutdown: Option<Instant> = None;
+    let mut successor: Option<std::thread::JoinHandle<()>> = None;
+    let mut events_done = false;
+    loop {
+        let wake = match shutdown {
+            None => woken.recv().ok(),
+            Some(deadline) => woken.recv_timeout(deadline_left(deadline)).ok(),
+        };
+        let Some(wake) = wake else { break };
         match wake {
             Wake::Signal(SIGHUP) => {
+                if shutdown.is_some() {
+                    continue;
+                }
                 tracing::info!(
                     "SIGHUP: rescanning {}",
                     settings.plugins_directory.display()
                 );
                 let reloaded = reload::reload(
-                    &server,
+                    &serving,
                     &settings.plugins_directory,
                     &settings.kong_prefix,
                     access,
@@ -177,34 +208,395 @@ pub fn run(settings: &Settings) -> Result<(), LifecycleError> {
                     reloaded.failed
                 );
             }
-            Wake::Signal(_) => break,
+            Wake::Signal(_) => {
+                if shutdown.is_none() {
+                    // Free the lock at once: a standby that takes it takes over from us.
+                    drop(role.lock.take());
+                    shutdown = Some(begin_shutdown(
+                        &daemon,
+                        &serving,
+                        settings,
+                        &wake_for_drain,
+                    )?);
+                }
+            }
+            Wake::Successor(channel) => {
+                if successor.is_some() {
+                    let _ = channel.send(
+                        &Message::Refused {
+                            reason: "already handing over to another daemon".into(),
+                        },
+                        None,
+                    );
+                    continue;
+                }
+                match hand_over(channel, role.lock.take(), &serving) {
+                    Ok(sender) => {
+                        successor = Some(sender);
+                        if shutdown.is_none() {
+                            shutdown = Some(begin_shutdown(
+                                &daemon,
+                                &serving,
+                                settings,
+                                &wake_for_drain,
+                            )?);
+                        }
+                        if events_done {
+                            serving.hand_over_idle();
+                        }
+                    }
+                    Err(err) => tracing::error!("a successor failed to take over: {err}"),
+                }
+            }
+            Wake::EventsDone => {
+                events_done = true;
+                if successor.is_some() {
+                    tracing::info!("every event of this daemon finished; handing over the rest");
+                    serving.hand_over_idle();
+                }
+            }
+            Wake::ConnectionsDone => break,
             Wake::Locked(_) => {}
         }
     }
-    drain(&daemon, settings);
-    drop(lock);
-    Ok(())
-}
-
-/// After SIGTERM: let the events in flight finish (Kong still sends their Steps), up to
-/// the drain timeout; waits on the last event's end, not by polling.
-fn drain(daemon: &Daemon, settings: &Settings) {
-    daemon.begin_shutdown();
-    let timeout = settings.drain_timeout;
-    tracing::info!(
-        "shutting down: finishing {} events in flight (at most {}s)",
-        daemon.live_events(),
-        timeout.as_secs()
-    );
-    let left = daemon.wait_for_events(Instant::now() + timeout);
+    let left = daemon.live_events();
     if left > 0 {
         tracing::warn!(
             "stopped with {left} events unfinished after {}s",
-            timeout.as_secs()
+            settings.drain_timeout.as_secs()
         );
-    } else {
-        tracing::info!("stopped");
     }
+    if let Some(sender) = successor {
+        // Whatever is still open goes too, then the channel says done.
+        serving.hand_over_idle();
+        serving.wait_for_connections(Instant::now() + Duration::from_secs(2));
+        serving.end_hand_over();
+        let _ = sender.join();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn deadline_left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+/// The serving options the settings ask for.
+fn serving_options(settings: &Settings) -> ServingOptions {
+    ServingOptions {
+        threading: if settings.thread_per_connection {
+            Threading::ThreadPerConnection
+        } else {
+            Threading::PluginLoops {
+                per_plugin: settings.event_loops,
+            }
+        },
+        idle_timeout: settings.connection_idle_timeout,
+        message_timeout: settings.message_timeout,
+        max_buffered: settings.max_buffered_bytes,
+        max_connections: settings.limits.max_connections,
+        max_connections_per_plugin: settings.max_connections_per_plugin,
+        slow_handler: settings.slow_handler,
+    }
+}
+
+/// Binds every plugin's socket and the socket of every plugin; a plugin whose socket
+/// cannot be set up is skipped with the reason, and the others are served. Returns the
+/// names bound.
+fn bind_sockets(
+    settings: &Settings,
+    daemon: &Daemon,
+    serving: &Serving,
+    access: SocketAccess,
+    replace: Replace,
+) -> Result<Vec<String>, LifecycleError> {
+    let mut bound = Vec::new();
+    let mut names: Vec<(String, Scope)> = daemon
+        .plugins()
+        .iter()
+        .map(|p| (p.name().to_owned(), Scope::One(p.slot())))
+        .collect();
+    if daemon.plugin(sockets::SHARED_SOCKET).is_none() {
+        names.push((sockets::EVERY_PLUGIN.to_owned(), Scope::All));
+    }
+    for (name, scope) in names {
+        let file_name = if name == sockets::EVERY_PLUGIN {
+            sockets::SHARED_SOCKET
+        } else {
+            &name
+        };
+        match sockets::bind(&settings.kong_prefix, file_name, scope, access, replace) {
+            Ok(mut socket) => {
+                socket.plugin = name.clone();
+                serving.listen(socket).map_err(start_error("accepting"))?;
+                bound.push(name);
+            }
+            Err(err) if name == sockets::EVERY_PLUGIN => {
+                tracing::warn!("the socket of every plugin is not served: {err}");
+            }
+            Err(err) => tracing::error!(plugin = %name, "not served: {err}"),
+        }
+    }
+    if !bound.iter().any(|name| name != sockets::EVERY_PLUGIN) {
+        return Err(LifecycleError::NoSockets(settings.kong_prefix.clone()));
+    }
+    Ok(bound)
+}
+
+/// Takes the serve lock: at once if it is free; from the serving daemon if this daemon
+/// succeeds it (another parent: a new nginx worker after `kong reload`); otherwise stands
+/// by, waiting for it in the kernel. `None` when SIGTERM or SIGINT came first.
+fn become_server(
+    settings: &Settings,
+    lock_path: &Path,
+    channel_path: &Path,
+    wake: &mpsc::Sender<Wake>,
+    woken: &mpsc::Receiver<Wake>,
+) -> Result<Option<Role>, LifecycleError> {
+    let lock_error = |source| LifecycleError::Lock {
+        path: lock_path.to_owned(),
+        source,
+    };
+    let holder = match serve_lock::try_acquire(lock_path).map_err(lock_error)? {
+        Acquired::Serving(lock) => return Ok(Some(find_predecessor(lock, channel_path))),
+        Acquired::Held { holder } => holder,
+    };
+    let sibling = holder.is_some_and(|h| h.ppid == Some(serve_lock::parent_pid()));
+    if !sibling && let Some(channel) = Channel::connect(channel_path)? {
+        channel.send(&Message::Takeover, None)?;
+        match channel.receive()? {
+            Some((Message::Lock { pid }, Some(fd))) => {
+                let lock = ServeLock::from_passed(handover::lock_file(fd)).map_err(lock_error)?;
+                tracing::info!("taking over from the serving daemon (pid {pid})");
+                return Ok(Some(Role {
+                    lock: Some(lock),
+                    predecessor: Some((channel, pid)),
+                }));
+            }
+            Some((Message::Released { .. }, _)) => {
+                // It is shutting down and released the lock: wait for it below.
+            }
+            Some((Message::Refused { reason }, _)) => {
+                tracing::info!("the serving daemon refused a takeover: {reason}");
+            }
+            other => tracing::warn!("unexpected answer to a takeover: {other:?}"),
+        }
+    }
+    tracing::info!(
+        "another daemon{} serves {} on {}; standing by to take over",
+        holder
+            .map(|h| format!(" (pid {})", h.pid))
+            .unwrap_or_default(),
+        settings.plugins_directory.display(),
+        settings.kong_prefix.display()
+    );
+    let waiting_for = lock_path.to_owned();
+    let wake = wake.clone();
+    std::thread::Builder::new()
+        .name("serve-lock".into())
+        .spawn(move || {
+            let _ = wake.send(Wake::Locked(serve_lock::acquire(&waiting_for)));
+        })
+        .map_err(start_error("the lock thread"))?;
+    loop {
+        match woken.recv() {
+            Ok(Wake::Locked(Ok(lock))) => {
+                tracing::info!("the serving daemon released the lock; taking over");
+                return Ok(Some(find_predecessor(lock, channel_path)));
+            }
+            Ok(Wake::Locked(Err(source))) => return Err(lock_error(source)),
+            Ok(Wake::Signal(SIGHUP)) => {}
+            Ok(Wake::Signal(_)) | Err(_) => return Ok(None),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// With the lock held: a daemon that released it (at SIGTERM) may still be finishing its
+/// events; if it answers on the channel, it hands over to this one.
+fn find_predecessor(lock: ServeLock, channel_path: &Path) -> Role {
+    let predecessor = match Channel::connect(channel_path) {
+        Ok(Some(channel)) => match channel
+            .send(&Message::Succeed, None)
+            .and_then(|()| channel.receive())
+        {
+            Ok(Some((Message::Released { pid }, _))) => Some((channel, pid)),
+            Ok(other) => {
+                tracing::debug!("no predecessor to take over from: {other:?}");
+                None
+            }
+            Err(err) => {
+                tracing::debug!("no predecessor to take over from: {err}");
+                None
+            }
+        },
+        _ => None,
+    };
+    Role {
+        lock: Some(lock),
+        predecessor,
+    }
+}
+
+/// Tells the predecessor that this daemon serves `plugins` now, and serves the connections
+/// it hands over, on a thread of their own.
+fn adopt_from(
+    channel: Channel,
+    pid: u32,
+    plugins: Vec<String>,
+    serving: Arc<Serving>,
+) -> Result<(), LifecycleError> {
+    channel.send(&Message::Ready { plugins }, None)?;
+    tracing::info!("serving; the daemon before (pid {pid}) hands over its connections");
+    std::thread::Builder::new()
+        .name("adopt".into())
+        .spawn(move || {
+            let mut adopted = 0u64;
+            loop {
+                match channel.receive() {
+                    Ok(Some((Message::Connection { plugin, pending }, Some(fd)))) => {
+                        let pending = match channel.receive_bytes(pending) {
+                            Ok(bytes) => bytes,
+                            Err(err) => {
+                                tracing::warn!("hand-over from pid {pid} broke: {err}");
+                                return;
+                            }
+                        };
+                        serving.adopt(std::os::unix::net::UnixStream::from(fd), &plugin, pending);
+                        adopted += 1;
+                    }
+                    Ok(Some((Message::Done, _))) | Ok(None) => {
+                        tracing::info!("the daemon before (pid {pid}) handed over {adopted} connections and is done");
+                        return;
+                    }
+                    Ok(Some((other, _))) => {
+                        tracing::warn!("unexpected hand-over message from pid {pid}: {other:?}");
+                    }
+                    Err(err) => {
+                        tracing::warn!("hand-over from pid {pid} broke: {err}");
+                        return;
+                    }
+                }
+            }
+        })
+        .map_err(start_error("the hand-over thread"))?;
+    Ok(())
+}
+
+/// Accepts successors on the channel, for the main thread.
+fn accept_successors(
+    listener: ChannelListener,
+    wake: mpsc::Sender<Wake>,
+) -> Result<(), LifecycleError> {
+    std::thread::Builder::new()
+        .name("handover".into())
+        .spawn(move || {
+            loop {
+                match listener.accept() {
+                    Ok(channel) => {
+                        if wake.send(Wake::Successor(channel)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!("hand-over channel: {err}");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        })
+        .map_err(start_error("the hand-over listener"))?;
+    Ok(())
+}
+
+/// Answers a successor: passes the lock (or says it was released), and once the successor
+/// serves, stops accepting on its sockets and starts handing connections to it. Returns
+/// the thread that sends them, which says done when the hand-over ends.
+fn hand_over(
+    channel: Channel,
+    lock: Option<ServeLock>,
+    serving: &Arc<Serving>,
+) -> Result<std::thread::JoinHandle<()>, HandoverError> {
+    let pid = std::process::id();
+    match channel.receive()? {
+        Some((Message::Takeover, _)) => match &lock {
+            Some(lock) => {
+                let fd = std::os::fd::OwnedFd::from(lock.file().try_clone()?);
+                channel.send(&Message::Lock { pid }, Some(&fd))?;
+            }
+            None => channel.send(&Message::Released { pid }, None)?,
+        },
+        Some((Message::Succeed, _)) => channel.send(&Message::Released { pid }, None)?,
+        other => return Err(HandoverError::Protocol(format!("{other:?}"))),
+    }
+    // Our own hold on the lock ends here: the successor's descriptor holds it.
+    drop(lock);
+    let plugins = match channel.receive()? {
+        Some((Message::Ready { plugins }, _)) => plugins,
+        other => return Err(HandoverError::Protocol(format!("{other:?}"))),
+    };
+    tracing::info!(
+        "a successor serves {} now; finishing this daemon's events and handing over the rest",
+        plugins.join(", ")
+    );
+    serving.stop_accepting(&plugins);
+    let (handed, to_send) = mpsc::channel::<Handed>();
+    let sender = std::thread::Builder::new()
+        .name("handing-over".into())
+        .spawn(move || {
+            let mut sent = 0u64;
+            for Handed {
+                stream,
+                plugin,
+                pending,
+            } in to_send
+            {
+                match channel.send_connection(stream, &plugin, &pending) {
+                    Ok(()) => sent += 1,
+                    Err(err) => {
+                        tracing::warn!(plugin = %plugin, "could not hand a connection over: {err}")
+                    }
+                }
+            }
+            tracing::info!("handed {sent} connections over");
+            let _ = channel.send(&Message::Done, None);
+        })?;
+    serving.hand_over_to(handed);
+    Ok(sender)
+}
+
+/// Starts the shutdown: this daemon finishes its events, serving everything that comes
+/// meanwhile (a refusal would let the request through without the plugin), and hands the
+/// rest to a successor if one comes. A thread waits on the counters (no polling) and tells
+/// the main thread when the events are done, then when the connections are (handed over,
+/// or closed by Kong). Returns the deadline.
+fn begin_shutdown(
+    daemon: &Arc<Daemon>,
+    serving: &Arc<Serving>,
+    settings: &Settings,
+    wake: &mpsc::Sender<Wake>,
+) -> Result<Instant, LifecycleError> {
+    daemon.begin_shutdown();
+    tracing::info!(
+        "shutting down: finishing {} events in flight (at most {}s)",
+        daemon.live_events(),
+        settings.drain_timeout.as_secs()
+    );
+    let deadline = Instant::now() + settings.drain_timeout;
+    let (daemon, serving, wake) = (daemon.clone(), serving.clone(), wake.clone());
+    std::thread::Builder::new()
+        .name("drain".into())
+        .spawn(move || {
+            daemon.wait_for_events(deadline);
+            if wake.send(Wake::EventsDone).is_err() {
+                return;
+            }
+            if serving.wait_for_connections(deadline) == 0 {
+                let _ = wake.send(Wake::ConnectionsDone);
+            }
+        })
+        .map_err(start_error("the drain thread"))?;
+    Ok(deadline)
 }
 
 /// Sends SIGTERM, SIGINT and SIGHUP to the main thread as [`Wake::Signal`].
@@ -222,48 +614,6 @@ fn forward_signals(wake: mpsc::Sender<Wake>) -> Result<(), LifecycleError> {
         })
         .map_err(start_error("the signal thread"))?;
     Ok(())
-}
-
-/// Takes the serve lock, standing by while another daemon holds it: a thread waits in the
-/// kernel for the lock while this one waits for signals. `None` when SIGTERM or SIGINT came
-/// first (a standby has nothing to reload: it loads the plugins when it takes over).
-fn wait_for_serve_lock(
-    settings: &Settings,
-    wake: mpsc::Sender<Wake>,
-    woken: &mpsc::Receiver<Wake>,
-) -> Result<Option<ServeLock>, LifecycleError> {
-    let path = serve_lock::lock_path(&settings.kong_prefix, &settings.plugins_directory);
-    let lock_error = |source| LifecycleError::Lock {
-        path: path.clone(),
-        source,
-    };
-    match serve_lock::try_acquire(&path).map_err(lock_error)? {
-        serve_lock::Acquired::Serving(lock) => return Ok(Some(lock)),
-        serve_lock::Acquired::Held { pid } => tracing::info!(
-            "another daemon{} serves {} on {}; standing by to take over",
-            pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
-            settings.plugins_directory.display(),
-            settings.kong_prefix.display()
-        ),
-    }
-    let waiting_for = path.clone();
-    std::thread::Builder::new()
-        .name("serve-lock".into())
-        .spawn(move || {
-            let _ = wake.send(Wake::Locked(serve_lock::acquire(&waiting_for)));
-        })
-        .map_err(start_error("the lock thread"))?;
-    loop {
-        match woken.recv() {
-            Ok(Wake::Locked(Ok(lock))) => {
-                tracing::info!("the serving daemon is gone; taking over");
-                return Ok(Some(lock));
-            }
-            Ok(Wake::Locked(Err(source))) => return Err(lock_error(source)),
-            Ok(Wake::Signal(SIGHUP)) => {}
-            Ok(Wake::Signal(_)) | Err(_) => return Ok(None),
-        }
-    }
 }
 
 /// Creates `dir` (and its parents); with `mode`, a directory only the daemon's user may
@@ -319,14 +669,14 @@ fn resolve_group(group: &str) -> Result<u32, LifecycleError> {
 /// The metrics endpoint's view of a running daemon.
 struct MetricsView {
     daemon: Arc<Daemon>,
-    listener: Arc<Listener>,
+    serving: Arc<Serving>,
 }
 
 impl MetricsSource for MetricsView {
     fn render_metrics(&self) -> String {
         let gauges = Gauges {
             events_in_flight: self.daemon.live_events(),
-            connections: self.listener.connections(),
+            connections: self.serving.connections(),
             plugins: self
                 .daemon
                 .plugins()

@@ -11,8 +11,9 @@
 use std::{path::Path, sync::Arc};
 
 use crate::{
-    listener::{self, Listener, SocketAccess},
     loader::{self, FileIdentity, LoadOptions},
+    serving::Serving,
+    sockets::{self, Replace, SocketAccess},
 };
 
 /// What a reload did.
@@ -28,7 +29,7 @@ pub struct Reloaded {
 
 /// Rescans `dir` and applies what changed.
 pub fn reload(
-    server: &Arc<Listener>,
+    server: &Arc<Serving>,
     dir: &Path,
     prefix: &Path,
     access: SocketAccess,
@@ -81,7 +82,7 @@ pub fn reload(
         }
         if !server.is_listening(&name) {
             let scope = daemon.scope_of(&name).expect("installed above");
-            let listened = listener::bind(prefix, &name, scope, access)
+            let listened = sockets::bind(prefix, &name, scope, access, Replace::StaleOnly)
                 .map_err(|e| e.to_string())
                 .and_then(|socket| server.listen(socket).map_err(|e| e.to_string()));
             if let Err(err) = listened {

@@ -32,7 +32,32 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// The held lock; dropping it (or dying) releases it.
 #[derive(Debug)]
 pub struct ServeLock {
-    _file: File,
+    file: File,
+}
+
+impl ServeLock {
+    /// The lock held through `file`, an open description of the lock file another daemon
+    /// passed over (a flock belongs to the open description, so it never was free).
+    pub fn from_passed(mut file: File) -> io::Result<ServeLock> {
+        record_holder(&mut file)?;
+        Ok(ServeLock { file })
+    }
+
+    /// The lock file, to pass the lock to a successor.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+/// Who holds the lock, as the holder recorded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holder {
+    /// The serving process.
+    pub pid: u32,
+    /// Its parent: daemons Kong starts for one nginx worker (the standbys of Kong 3.9+'s
+    /// entries) share it; a daemon with another parent comes from a new worker (after
+    /// `kong reload`) and takes over.
+    pub ppid: Option<u32>,
 }
 
 /// What [`try_acquire`] found.
@@ -40,20 +65,25 @@ pub struct ServeLock {
 pub enum Acquired {
     /// This process now serves.
     Serving(ServeLock),
-    /// Another live process serves; its pid if it wrote one.
+    /// Another live process serves.
     Held {
-        /// The serving process, as recorded in the lock file.
-        pid: Option<u32>,
+        /// The serving process, as it recorded itself.
+        holder: Option<Holder>,
     },
 }
 
-/// Waits for the lock (in the kernel, however long it takes), then records this process's
-/// pid in the file.
+/// Waits for the lock (in the kernel, however long it takes), then records this process
+/// in the file.
 pub fn acquire(path: &Path) -> io::Result<ServeLock> {
     let mut file = open(path)?;
     file.lock()?;
-    record_pid(&mut file)?;
-    Ok(ServeLock { _file: file })
+    record_holder(&mut file)?;
+    Ok(ServeLock { file })
+}
+
+/// This process's parent.
+pub fn parent_pid() -> u32 {
+    std::os::unix::process::parent_id()
 }
 
 fn open(path: &Path) -> io::Result<File> {
@@ -65,10 +95,19 @@ fn open(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-fn record_pid(file: &mut File) -> io::Result<()> {
+fn record_holder(file: &mut File) -> io::Result<()> {
     file.set_len(0)?;
     file.rewind()?;
-    writeln!(file, "{}", std::process::id())
+    writeln!(file, "{} {}", std::process::id(), parent_pid())
+}
+
+fn parse_holder(text: &str) -> Option<Holder> {
+    let mut parts = text.split_whitespace();
+    let pid = parts.next()?.parse().ok()?;
+    Some(Holder {
+        pid,
+        ppid: parts.next().and_then(|p| p.parse().ok()),
+    })
 }
 
 /// Takes the lock if it is free, and records this process's pid in the file.
@@ -76,14 +115,14 @@ pub fn try_acquire(path: &Path) -> io::Result<Acquired> {
     let mut file = open(path)?;
     match file.try_lock() {
         Ok(()) => {
-            record_pid(&mut file)?;
-            Ok(Acquired::Serving(ServeLock { _file: file }))
+            record_holder(&mut file)?;
+            Ok(Acquired::Serving(ServeLock { file }))
         }
         Err(TryLockError::WouldBlock) => {
             let mut text = String::new();
             let _ = file.read_to_string(&mut text);
             Ok(Acquired::Held {
-                pid: text.trim().parse().ok(),
+                holder: parse_holder(&text),
             })
         }
         Err(TryLockError::Error(err)) => Err(err),
@@ -104,7 +143,13 @@ mod tests {
             panic!("the first acquire serves")
         };
         match try_acquire(&path).unwrap() {
-            Acquired::Held { pid } => assert_eq!(pid, Some(std::process::id())),
+            Acquired::Held { holder } => assert_eq!(
+                holder,
+                Some(Holder {
+                    pid: std::process::id(),
+                    ppid: Some(parent_pid())
+                })
+            ),
             Acquired::Serving(_) => panic!("the lock is held"),
         }
         drop(lock);

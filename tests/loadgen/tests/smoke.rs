@@ -94,7 +94,7 @@ fn open_loop_and_idle_instances_run() {
         &["--rate", "2000", "--events", "300", "--warmup", "20"],
     );
     let events = &report["events"];
-    // Events the pacer reached too late (a loaded machine) are skipped, not run.
+    // The pacer skips the events it reaches too late on a busy machine.
     assert_eq!(
         f(events, &["events"]) + f(events, &["skipped"]),
         300.0,

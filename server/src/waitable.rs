@@ -1,4 +1,5 @@
-//! How many events are alive, and a way to wait until none is.
+//! A counter that a shutdown can wait on until it reaches zero: live events, open
+//! connections.
 
 use std::{
     sync::{
@@ -8,36 +9,39 @@ use std::{
     time::Instant,
 };
 
-/// A counter of live events that a shutdown can wait on without polling.
+/// A counter a shutdown can wait on without polling.
 ///
-/// The hot path pays one atomic add and subtract per event; only while someone waits does
-/// the last event's end take a lock to wake them.
+/// The hot path pays one atomic add and subtract; only while someone waits does the last
+/// decrement take a lock to wake them.
 #[derive(Debug, Default)]
-pub(crate) struct LiveEvents {
+pub struct WaitableCount {
     count: AtomicUsize,
     watched: AtomicBool,
     lock: Mutex<()>,
     idle: Condvar,
 }
 
-impl LiveEvents {
-    pub(crate) fn get(&self) -> usize {
+impl WaitableCount {
+    /// The count now.
+    pub fn get(&self) -> usize {
         self.count.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn add(&self) {
+    /// Adds one.
+    pub fn add(&self) {
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn remove(&self) {
+    /// Takes one away, waking a waiter at zero.
+    pub fn remove(&self) {
         if self.count.fetch_sub(1, Ordering::SeqCst) == 1 && self.watched.load(Ordering::SeqCst) {
             let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
             self.idle.notify_all();
         }
     }
 
-    /// Waits until no event is alive or `deadline` passes; returns how many are left.
-    pub(crate) fn wait_idle(&self, deadline: Instant) -> usize {
+    /// Waits until the count is zero or `deadline` passes; returns the count then.
+    pub fn wait_idle(&self, deadline: Instant) -> usize {
         self.watched.store(true, Ordering::SeqCst);
         let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         loop {
@@ -63,7 +67,7 @@ mod tests {
 
     #[test]
     fn waiting_ends_when_the_last_event_does() {
-        let live = Arc::new(LiveEvents::default());
+        let live = Arc::new(WaitableCount::default());
         live.add();
         live.add();
         let ender = {
