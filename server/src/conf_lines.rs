@@ -17,15 +17,22 @@ pub enum Form {
 pub const SINGLE_ENTRY: &str = "kong-rust-pluginserver";
 
 /// The kong.conf lines for `plugins` (names, sorted) served from `plugins_dir` on `prefix`
-/// by the daemon binary `binary`. Paths should be absolute.
+/// by the daemon binary `binary`. Paths should be absolute. `flags` (e.g. `--protocol
+/// protobuf`) go on both commands: the dump must announce what the sockets speak.
 pub fn render(
     form: Form,
     binary: &Path,
     plugins_dir: &Path,
     prefix: &Path,
     plugins: &[&str],
+    flags: &str,
 ) -> String {
     let bin = shell_quote(&binary.display().to_string());
+    let bin = if flags.is_empty() {
+        bin
+    } else {
+        format!("{bin} {flags}")
+    };
     let dir = shell_quote(&plugins_dir.display().to_string());
     let pfx = shell_quote(&prefix.display().to_string());
     let start_cmd = format!("{bin} --plugins-directory {dir} --kong-prefix {pfx}");
@@ -107,6 +114,7 @@ mod tests {
             &PathBuf::from("/opt/rust plugins"),
             &PathBuf::from("/usr/local/kong"),
             &["rate-limit", "rust-hello"],
+            "",
         );
         let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(
@@ -132,6 +140,7 @@ mod tests {
             &PathBuf::from("/p"),
             &PathBuf::from("/k"),
             &["a", "b"],
+            "--protocol protobuf",
         );
         let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(
@@ -140,8 +149,8 @@ mod tests {
                 "plugins = bundled,a,b",
                 "pluginserver_names = kong-rust-pluginserver",
                 "pluginserver_kong_rust_pluginserver_socket = /k/a.socket",
-                "pluginserver_kong_rust_pluginserver_start_cmd = /b/krp --plugins-directory /p --kong-prefix /k",
-                "pluginserver_kong_rust_pluginserver_query_cmd = /b/krp --plugins-directory /p --dump-all-plugins",
+                "pluginserver_kong_rust_pluginserver_start_cmd = /b/krp --protocol protobuf --plugins-directory /p --kong-prefix /k",
+                "pluginserver_kong_rust_pluginserver_query_cmd = /b/krp --protocol protobuf --plugins-directory /p --dump-all-plugins",
             ]
         );
         assert_eq!(shell_quote("it's"), r"'it'\''s'");

@@ -4,14 +4,15 @@ use serde::Serialize;
 
 use kong_rust_plugin_abi::Manifest;
 
-/// The protocol this daemon speaks, as the dump announces it.
+/// The protocol the dump announces unless told otherwise.
 pub const PROTOCOL: &str = "MsgPack:1";
 
-/// `{"Protocol": "MsgPack:1", "Plugins": [...]}`: the object form Kong accepts.
+/// `{"Protocol": "MsgPack:1", "Plugins": [...]}`: the object form Kong accepts (the only
+/// one that can name a protocol: Kong picks `pb_rpc` for exactly `"ProtoBuf:1"`).
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Dump<'a> {
-    /// Always [`PROTOCOL`].
+    /// [`PROTOCOL`], or `ProtoBuf:1`.
     pub protocol: &'static str,
     /// One entry per plugin. Kong 3.9+ reads only the first.
     pub plugins: Vec<PluginDump<'a>>,
@@ -51,5 +52,13 @@ impl<'a> Dump<'a> {
             protocol: PROTOCOL,
             plugins: plugins.into_iter().map(PluginDump::of).collect(),
         }
+    }
+
+    /// The same dump announcing `protocol` (as [`Protocol::dump_name`] gives it).
+    ///
+    /// [`Protocol::dump_name`]: crate::settings::Protocol::dump_name
+    pub fn speaking(mut self, protocol: &'static str) -> Dump<'a> {
+        self.protocol = protocol;
+        self
     }
 }

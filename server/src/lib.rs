@@ -9,6 +9,7 @@
 //!   on each plugin's event loop (or a thread each), with their limits;
 //! - [`lifecycle`]: serve lock, standby and takeover, hand-over, signals, reload, drain,
 //!   housekeeping;
+//! - [`protobuf`]: serving a connection in Kong's ProtoBuf:1 protocol instead;
 //! - [`metrics`] (the families, a leaf) and [`admin`] (their HTTP endpoint);
 //! - [`settings`]: flags, environment and config file;
 //! - [`dump`], [`conf_lines`], [`template`], [`playback`]: what the subcommands produce.
@@ -24,6 +25,7 @@ pub mod loader;
 pub mod metrics;
 pub mod playback;
 pub mod plugin_log;
+pub mod protobuf;
 pub mod rpc;
 pub mod serving;
 pub mod settings;

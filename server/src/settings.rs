@@ -117,6 +117,36 @@ pub enum LogFormat {
     Json,
 }
 
+/// The pluginserver protocol the plugin sockets speak (the dump announces it to Kong).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// `MsgPack:1` (the default): MessagePack-RPC, one RPC per pooled connection.
+    #[default]
+    Msgpack,
+    /// `ProtoBuf:1` (go-pdk's protocol): a whole event on one connection, encoded in C on
+    /// Kong's side. Carries 74 PDK functions; the others fail in the plugin.
+    Protobuf,
+}
+
+impl Protocol {
+    /// The name the dump's `"Protocol"` key gives Kong.
+    pub fn dump_name(self) -> &'static str {
+        match self {
+            Protocol::Msgpack => "MsgPack:1",
+            Protocol::Protobuf => kong_rust_pluginserver_protocol::protobuf::PROTOCOL,
+        }
+    }
+
+    /// The flag that selects it (empty for the default).
+    pub fn flag(self) -> &'static str {
+        match self {
+            Protocol::Msgpack => "",
+            Protocol::Protobuf => "--protocol protobuf",
+        }
+    }
+}
+
 /// Every setting, each optional: as given by flags, environment or file.
 #[derive(Debug, Clone, Default, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -292,6 +322,17 @@ pub struct SettingsArgs {
     )]
     pub slow_handler_ms: Option<u64>,
 
+    /// The protocol of the plugin sockets: msgpack (Kong's MsgPack:1, the default) or
+    /// protobuf (Kong's ProtoBuf:1, cheaper for Kong; 74 PDK functions). Give it to the
+    /// query command too: the dump tells Kong which protocol to speak.
+    #[arg(
+        long,
+        value_enum,
+        global = true,
+        env = "KONG_RUST_PLUGINSERVER_PROTOCOL"
+    )]
+    pub protocol: Option<Protocol>,
+
     /// Serve Prometheus metrics at http://ADDR/metrics. A bare port listens on 127.0.0.1.
     #[arg(
         long,
@@ -338,6 +379,8 @@ pub struct Settings {
     pub message_timeout: Duration,
     /// A handler holding its loop longer than this is named in the log.
     pub slow_handler: Duration,
+    /// The protocol of the plugin sockets.
+    pub protocol: Protocol,
 }
 
 impl SettingsArgs {
@@ -453,6 +496,7 @@ impl SettingsArgs {
             slow_handler: Duration::from_millis(
                 self.slow_handler_ms.or(file.slow_handler_ms).unwrap_or(100),
             ),
+            protocol: self.protocol.or(file.protocol).unwrap_or_default(),
         })
     }
 }
@@ -512,6 +556,10 @@ mod tests {
             settings.instance_idle_timeout,
             Some(Duration::from_secs(600))
         );
+        assert_eq!(settings.protocol, Protocol::Msgpack);
+        let file: SettingsArgs = toml::from_str("protocol = \"protobuf\"").unwrap();
+        let settings = SettingsArgs::default().resolve(file).unwrap();
+        assert_eq!(settings.protocol.dump_name(), "ProtoBuf:1");
     }
 
     #[test]

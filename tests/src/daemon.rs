@@ -199,6 +199,11 @@ impl Daemon {
         Kong::new(&self.sockets[0])
     }
 
+    /// A simulated Kong worker speaking ProtoBuf:1 on the first socket.
+    pub fn kong_pb(&self) -> crate::kong_pb::KongPb {
+        crate::kong_pb::KongPb::new(&self.sockets[0])
+    }
+
     /// A simulated Kong worker on any socket.
     pub fn kong_on(&self, socket: impl AsRef<Path>) -> Kong {
         Kong::new(socket)

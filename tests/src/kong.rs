@@ -111,6 +111,9 @@ pub enum EventEnd {
     /// The daemon answered with an error: Kong logs it and proxies the request as if the
     /// plugin had not run.
     ErrorReply(String),
+    /// ProtoBuf:1: the daemon closed the connection, its only error signal. Kong resets the
+    /// instance and runs the event again.
+    Closed,
 }
 
 impl EventEnd {

@@ -25,7 +25,7 @@ mod router;
 mod service;
 mod vault;
 
-use std::{borrow::Cow, future::poll_fn, sync::Arc, task::Poll};
+use std::{borrow::Cow, future::poll_fn, sync::Arc};
 
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -178,14 +178,17 @@ impl Kong {
 
     /// Hands out a call Kong never answers (`kong.response.exit`/`error`). On success the
     /// returned future never completes: the driver finishes the event and drops the
-    /// handler, so no code after it runs. It completes only with an encoding error.
+    /// handler, so no code after it runs. It completes only with an encoding error, or
+    /// with the daemon's refusal of the call (the protocol in use may not carry it).
     pub(crate) async fn call_ending<A>(&self, method: &'static str, args: &A) -> PdkResult<()>
     where
         A: Serialize + ?Sized,
     {
         self.exchange.submit(method.into(), args)?;
-        poll_fn(|_| Poll::<()>::Pending).await;
-        Ok(())
+        // Kong never answers; only a refusal from the daemon arrives here.
+        poll_fn(|_| self.exchange.poll_reply::<serde::de::IgnoredAny>())
+            .await
+            .map(|_| ())
     }
 }
 

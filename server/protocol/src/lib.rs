@@ -1,5 +1,5 @@
-//! Kong's `MsgPack:1` pluginserver protocol: MessagePack-RPC over a unix stream socket,
-//! from both ends.
+//! Kong's pluginserver protocols from both ends: `MsgPack:1` (MessagePack-RPC over a unix
+//! stream socket, the default) and `ProtoBuf:1` ([`protobuf`]).
 //!
 //! - [`frame`]: where one message ends, without decoding it;
 //! - [`decode`]: a zero-copy reader of MessagePack values;
@@ -7,7 +7,9 @@
 //! - [`encode`]: responses and notifications the pluginserver writes;
 //! - [`kong`]: Kong's side: requests as Kong's Lua writes them, its answers read back, the
 //!   rules of its event loop (which `plugin.Step*` method, which calls end an event), and a
-//!   blocking connection for tools and tests.
+//!   blocking connection for tools and tests;
+//! - [`protobuf`]: ProtoBuf:1: frames, messages, the PDK functions it carries, and the
+//!   transcoding that lets a plugin's MessagePack PDK calls travel over it.
 //!
 //! Everything here follows Kong's Lua client (`kong/runloop/plugin_servers`); the daemon,
 //! its tools, the end-to-end tests, the load generator and the fuzz targets all use it, so
@@ -17,6 +19,7 @@ pub mod decode;
 pub mod encode;
 pub mod frame;
 pub mod kong;
+pub mod protobuf;
 pub mod request;
 #[cfg(test)]
 mod strategies;

@@ -43,7 +43,7 @@ pub fn one(settings: &Settings, name: &str) -> anyhow::Result<()> {
             }
         );
     };
-    super::print_json(&Dump::of([&plugin.manifest]))
+    super::print_json(&Dump::of([&plugin.manifest]).speaking(settings.protocol.dump_name()))
 }
 
 /// Prints every plugin's description, by name. No usable plugin is an error: Kong would
@@ -58,5 +58,5 @@ pub fn all(settings: &Settings) -> anyhow::Result<()> {
     }
     let mut manifests: Vec<_> = scan.plugins.values().map(|p| &p.manifest).collect();
     manifests.sort_by(|a, b| a.name.cmp(&b.name));
-    super::print_json(&Dump::of(manifests))
+    super::print_json(&Dump::of(manifests).speaking(settings.protocol.dump_name()))
 }

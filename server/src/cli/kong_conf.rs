@@ -39,7 +39,14 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
         Form::EntryPerPlugin
     };
     let names = super::dump::sorted_names(&scan);
-    let text = conf_lines::render(form, &binary, &plugins_dir, &prefix, &names);
+    let text = conf_lines::render(
+        form,
+        &binary,
+        &plugins_dir,
+        &prefix,
+        &names,
+        settings.protocol.flag(),
+    );
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes())?;
     stdout.flush().context("writing to stdout")

@@ -288,6 +288,29 @@ impl Daemon {
         self.drive(event_id, event, input, reply).await
     }
 
+    /// Frees event `event_id` of `scope`, waiting for Kong, that Kong gave up on (over
+    /// ProtoBuf:1 an event lives on one connection, and Kong abandons that connection when
+    /// its Lua raises inside a PDK call). Counts as abandoned; returns whether it existed.
+    pub fn abandon_event(&self, scope: &Scope, event_id: u64) -> bool {
+        if !self.event_allowed(scope, event_id) {
+            return false;
+        }
+        let Some((_, event)) = self.events.remove(&event_id) else {
+            return false;
+        };
+        let event = event.into_inner();
+        let plugin = &event.instance.plugin;
+        plugin.metrics().phase(event.phase).abandoned.inc();
+        tracing::debug!(
+            plugin = %plugin.name(),
+            instance = event.instance.id,
+            phase = %event.phase,
+            event = event_id,
+            "freed an event Kong abandoned (its connection closed)"
+        );
+        true
+    }
+
     /// Whether `event_id` is an event this daemon has, waiting for Kong's Step on `scope`
     /// (a hand-over keeps the connections that Step such events).
     pub fn has_waiting_event(&self, scope: &Scope, event_id: u64) -> bool {

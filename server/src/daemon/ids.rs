@@ -29,19 +29,45 @@ fn since_epoch() -> std::time::Duration {
 #[derive(Debug)]
 pub struct InstanceIds {
     next: AtomicU64,
+    /// Ids stay below this (they wrap round to 1).
+    below: u64,
 }
+
+/// 2024-01-01T00:00:00Z: the zero of the 32-bit ids' clock.
+const INT32_EPOCH_SECS: u64 = 1_704_067_200;
+/// Ids per second of that clock: a restart overtakes the previous process's ids unless it
+/// started more than this many instances a second on average, and the ids reach 2^31 only
+/// in 2041 (then they wrap round).
+const INT32_IDS_PER_SEC: u64 = 4;
 
 impl InstanceIds {
     /// Starts at the current time in microseconds.
     pub fn from_clock() -> InstanceIds {
         InstanceIds {
             next: AtomicU64::new((since_epoch().as_micros() as u64).max(1)),
+            below: u64::MAX,
+        }
+    }
+
+    /// Ids that fit ProtoBuf:1's `int32 instance_id` and are never 0 (proto3 omits a zero,
+    /// which some Kong versions then read as nil): seeded from the clock like
+    /// [`from_clock`](Self::from_clock), at a coarser rate.
+    pub fn int32_from_clock() -> InstanceIds {
+        let secs = since_epoch().as_secs().saturating_sub(INT32_EPOCH_SECS);
+        InstanceIds {
+            next: AtomicU64::new((secs * INT32_IDS_PER_SEC).max(1)),
+            below: 1 << 31,
         }
     }
 
     /// The next id.
     pub fn next(&self) -> u64 {
-        self.next.fetch_add(1, Ordering::Relaxed)
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        if self.below == u64::MAX {
+            n
+        } else {
+            (n - 1) % (self.below - 1) + 1
+        }
     }
 }
 
@@ -90,6 +116,21 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(2));
         assert!(InstanceIds::from_clock().next() > a + 1);
         assert!(a < 1 << 53);
+    }
+
+    #[test]
+    fn int32_ids_fit_and_are_never_zero() {
+        let ids = InstanceIds::int32_from_clock();
+        let a = ids.next();
+        assert!(a > 0 && a < 1 << 31);
+        assert_eq!(ids.next(), a + 1);
+        let wrapping = InstanceIds {
+            next: AtomicU64::new((1 << 31) - 2),
+            below: 1 << 31,
+        };
+        assert_eq!(wrapping.next(), (1 << 31) - 2);
+        assert_eq!(wrapping.next(), (1 << 31) - 1);
+        assert_eq!(wrapping.next(), 1);
     }
 
     #[test]

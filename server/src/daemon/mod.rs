@@ -39,7 +39,11 @@ pub use plugins::{PluginEntry, PluginSlot, Scope};
 pub use status::{DaemonStatus, PluginStatus};
 
 use crate::waitable::WaitableCount;
-use crate::{loader::LoadedPlugin, metrics::Metrics, settings::Limits};
+use crate::{
+    loader::LoadedPlugin,
+    metrics::Metrics,
+    settings::{Limits, Protocol},
+};
 use events::Event;
 use ids::InstanceIds;
 use instances::Instance;
@@ -69,6 +73,8 @@ pub struct Daemon {
     handing_over: AtomicBool,
     /// Checks PDK calls before they go to Kong (none: every call goes).
     call_gate: Option<Box<dyn CallGate>>,
+    /// What the plugin sockets speak.
+    protocol: Protocol,
 }
 
 /// Plugins by name, and the slot each name has had (kept across reloads).
@@ -95,6 +101,7 @@ impl Daemon {
             shutting_down: AtomicBool::new(false),
             handing_over: AtomicBool::new(false),
             call_gate: None,
+            protocol: Protocol::Msgpack,
         };
         for plugin in plugins {
             daemon.install(plugin);
@@ -106,6 +113,22 @@ impl Daemon {
     pub fn with_call_gate(mut self, gate: impl CallGate + 'static) -> Daemon {
         self.call_gate = Some(Box::new(gate));
         self
+    }
+
+    /// The same daemon, serving `protocol`. ProtoBuf:1 needs instance ids that fit an
+    /// `int32`, and refuses the PDK calls it cannot carry before they reach Kong.
+    pub fn with_protocol(mut self, protocol: Protocol) -> Daemon {
+        self.protocol = protocol;
+        if protocol == Protocol::Protobuf {
+            self.instance_ids = InstanceIds::int32_from_clock();
+            self = self.with_call_gate(crate::protobuf::OutsideProtobuf);
+        }
+        self
+    }
+
+    /// What the plugin sockets speak.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
     }
 
     /// The process id announced to Kong on every connection.

@@ -153,7 +153,10 @@ pub fn run(settings: &Settings) -> Result<(), LifecycleError> {
             plugin.path.display()
         );
     }
-    let daemon = Arc::new(Daemon::new(scan.plugins.into_values(), settings.limits));
+    let daemon = Arc::new(
+        Daemon::new(scan.plugins.into_values(), settings.limits).with_protocol(settings.protocol),
+    );
+    tracing::info!("speaking {}", settings.protocol.dump_name());
     let serving = Serving::new(daemon.clone(), serving_options(settings))
         .map_err(start_error("the event loops"))?;
     let replace = match &role.predecessor {

@@ -26,6 +26,7 @@ use crate::{
     connection::{self, Context, Read, Served, Transport},
     daemon::Scope,
     heartbeat::{self, Heartbeat},
+    settings::Protocol,
 };
 
 /// What a loop is told to do.
@@ -219,7 +220,10 @@ async fn serve(incoming: Incoming, shared: Arc<Shared>, registry: Rc<Registry>) 
         scope: &scope,
         budget: &shared.budget,
     };
-    let served = connection::serve(&mut transport, &cx, pending, false).await;
+    let served = match shared.daemon.protocol() {
+        Protocol::Msgpack => connection::serve(&mut transport, &cx, pending, false).await,
+        Protocol::Protobuf => crate::protobuf::serve(&mut transport, &cx, pending).await,
+    };
     registry.remove(slot);
     if let Served::HandOver { pending } = served {
         match transport.stream.into_std() {

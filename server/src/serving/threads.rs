@@ -16,6 +16,7 @@ use super::{Admission, Handed, Shared};
 use crate::{
     connection::{self, Context, Read, Served, Stop, Transport},
     daemon::Scope,
+    settings::Protocol,
 };
 
 /// How often a waiting read wakes to look at its deadlines.
@@ -125,7 +126,12 @@ fn serve(
         scope: &scope,
         budget: &shared.budget,
     };
-    let served = crate::wait::block_on(connection::serve(&mut transport, &cx, pending, false));
+    let served = crate::wait::block_on(async {
+        match shared.daemon.protocol() {
+            Protocol::Msgpack => connection::serve(&mut transport, &cx, pending, false).await,
+            Protocol::Protobuf => crate::protobuf::serve(&mut transport, &cx, pending).await,
+        }
+    });
     if let Served::HandOver { pending } = served {
         shared.hand_over(Handed {
             stream: transport.stream,

@@ -17,11 +17,15 @@
 //! raises inside a PDK call. `--restarts` hands the socket over to a new server process
 //! during the run, as Kong does on reload, and reports each hand-over's gap.
 //!
+//! With `--protocol protobuf` it speaks Kong's ProtoBuf:1 instead (`pb_rpc.lua`): an event
+//! takes one pooled connection for its whole PDK loop (`pb_rpc`).
+//!
 //! Runs are bounded: by `--events`, or by `--duration`, and always by `--max-seconds`.
 
 mod daemons;
 mod mp_rpc;
 mod outcome;
+mod pb_rpc;
 mod pool;
 mod report;
 mod run;
@@ -62,6 +66,10 @@ pub struct Cli {
     /// The phase to run.
     #[arg(long, default_value = "access")]
     pub phase: String,
+    /// The protocol to speak: Kong's MsgPack:1, or ProtoBuf:1 (start the server with
+    /// `--protocol protobuf` too).
+    #[arg(long, value_enum, default_value_t = Protocol::Msgpack)]
+    pub protocol: Protocol,
     /// Kong workers (threads), each with its own connection pool and instance.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
@@ -116,6 +124,15 @@ pub struct Cli {
     pub max_seconds: f64,
 }
 
+/// Kong's pluginserver protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// MsgPack:1: one RPC per pooled connection use, the Steps of an event on any.
+    Msgpack,
+    /// ProtoBuf:1: a whole event on one pooled connection.
+    Protobuf,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match main_inner(cli) {
@@ -141,6 +158,9 @@ fn main_inner(cli: Cli) -> anyhow::Result<()> {
     }
     if !(0.0..=1.0).contains(&cli.abandon) {
         bail!("--abandon is a fraction, from 0 to 1");
+    }
+    if cli.protocol == Protocol::Protobuf && (cli.abandon > 0.0 || cli.restarts.is_some()) {
+        bail!("--abandon and --restarts model Kong's MsgPack:1 client only");
     }
     let plan = match (cli.restarts, cli.restart_every) {
         (Some(count), Some(every)) => {

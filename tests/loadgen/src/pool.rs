@@ -101,6 +101,12 @@ impl Conn {
         }
     }
 
+    /// The stream and the read and write buffers, for exchanges of another shape
+    /// (ProtoBuf:1's whole-event loop).
+    pub fn parts(&mut self) -> (&mut UnixStream, &mut Vec<u8>, &mut Vec<u8>) {
+        (&mut self.stream, &mut self.rbuf, &mut self.wbuf)
+    }
+
     /// The response read by the last exchange.
     pub fn response(&self, range: Range<usize>, msgid: u64) -> Result<Incoming<'_>, KongSideError> {
         incoming(&self.rbuf[range], msgid)
@@ -152,7 +158,7 @@ impl Pool {
     }
 
     /// A live idle connection (most recently used first, as ngx_lua's pool), or a new one.
-    async fn checkout(&self) -> Result<Conn, CallFailure> {
+    pub async fn checkout(&self) -> Result<Conn, CallFailure> {
         loop {
             let pooled = self.idle.borrow_mut().pop();
             let Some(conn) = pooled else { break };
@@ -190,6 +196,11 @@ impl Pool {
         })
     }
 
+    /// Puts a connection back after a complete exchange.
+    pub fn checkin(&self, conn: Conn) {
+        self.idle.borrow_mut().push(conn);
+    }
+
     /// One call on a pooled connection: `encode` writes the request into the connection's
     /// buffer, `read` sees the response; notifications go to `notify`. The connection goes
     /// back to the pool only after a complete response.
@@ -205,7 +216,7 @@ impl Pool {
         encode(&mut conn.wbuf);
         let range = conn.exchange(msgid, notify).await?;
         let result = read(conn.response(range, msgid)?);
-        self.idle.borrow_mut().push(conn);
+        self.checkin(conn);
         Ok(result)
     }
 }

@@ -16,11 +16,12 @@ use kong_rust_pluginserver_loadgen::procfs;
 use tokio::task::LocalSet;
 
 use crate::{
-    Cli,
+    Cli, Protocol,
     daemons::{Daemons, RestartPlan, Restarter},
-    mp_rpc::Client,
+    mp_rpc::{self, ClientCounts, EventResult},
     outcome::{Tally, Window},
-    pool::Pool,
+    pb_rpc,
+    pool::{Pool, PoolCounts},
     report::{
         EventsReport, InstancesReport, Kind, Percentiles, Report, RestartReport, RssAt, Server,
     },
@@ -58,6 +59,71 @@ impl Abandon {
     }
 }
 
+/// A worker's client, in the protocol of the run.
+enum Client {
+    Msgpack(mp_rpc::Client),
+    Protobuf(pb_rpc::Client),
+}
+
+impl Client {
+    fn new(cli: &Cli, config: String) -> Client {
+        let pool = Pool::new(cli.socket.clone());
+        match cli.protocol {
+            Protocol::Msgpack => {
+                Client::Msgpack(mp_rpc::Client::new(pool, &cli.plugin, config, &cli.phase))
+            }
+            Protocol::Protobuf => {
+                Client::Protobuf(pb_rpc::Client::new(pool, &cli.plugin, config, &cli.phase))
+            }
+        }
+    }
+
+    /// Starts the worker's instance before the run: a plugin that cannot start fails the
+    /// run here, not as a stream of failed events.
+    async fn start_first_instance(&self) -> anyhow::Result<()> {
+        match self {
+            Client::Msgpack(c) => c.start_first_instance().await.map(drop),
+            Client::Protobuf(c) => c.start_first_instance().await.map(drop),
+        }
+    }
+
+    /// Starts one more instance, with `config` (the idle-instances scenario).
+    async fn start_instance(&self, config: &str) -> anyhow::Result<()> {
+        match self {
+            Client::Msgpack(c) => match c.start_instance(config).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(text)) => bail!("StartInstance: {text}"),
+                Err(failure) => bail!("StartInstance: {failure:?}"),
+            },
+            Client::Protobuf(c) => c.start_instance(config).await.map(drop),
+        }
+    }
+
+    async fn run_event(&self, abandon: bool) -> anyhow::Result<EventResult> {
+        match self {
+            Client::Msgpack(c) => c.run_event(abandon).await,
+            Client::Protobuf(c) => c.run_event().await,
+        }
+    }
+
+    fn pool_counts(&self) -> PoolCounts {
+        match self {
+            Client::Msgpack(c) => c.pool_counts(),
+            Client::Protobuf(c) => c.pool_counts(),
+        }
+    }
+
+    fn counts(&self) -> ClientCounts {
+        match self {
+            Client::Msgpack(c) => c.counts(),
+            Client::Protobuf(c) => ClientCounts {
+                instance_starts: c.instance_starts(),
+                ..ClientCounts::default()
+            },
+        }
+    }
+}
+
 /// One Kong worker: its client (pool, instance, msgids) and stats.
 struct Worker {
     client: Client,
@@ -71,12 +137,7 @@ struct Worker {
 impl Worker {
     fn new(cli: &Cli, config: String, window: Option<Arc<AtomicUsize>>) -> Worker {
         Worker {
-            client: Client::new(
-                Pool::new(cli.socket.clone()),
-                &cli.plugin,
-                config,
-                &cli.phase,
-            ),
+            client: Client::new(cli, config),
             stats: RefCell::new(Stats::default()),
             abandon: Abandon {
                 fraction: cli.abandon,
@@ -532,15 +593,10 @@ pub fn instances(cli: &Cli, pid: Option<u32>, n: u64) -> anyhow::Result<Report> 
         let (before, _) = procfs::memory_kib(pid)?;
         let started = Instant::now();
         for i in 0..n {
-            let started = worker
+            worker
                 .client
                 .start_instance(&kong_config(cli, i, true))
-                .await;
-            match started {
-                Ok(Ok(_)) => {}
-                Ok(Err(text)) => bail!("StartInstance: {text}"),
-                Err(failure) => bail!("StartInstance: {failure:?}"),
-            }
+                .await?;
         }
         let seconds = started.elapsed().as_secs_f64();
         tokio::time::sleep(settle).await;

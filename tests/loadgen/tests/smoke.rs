@@ -7,13 +7,13 @@ use kong_rust_pluginserver_e2e::{artifacts, daemon::Scratch};
 use serde_json::Value;
 
 fn loadgen(scratch: &Scratch, args: &[&str]) -> Value {
-    loadgen_with(scratch, "", args)
+    loadgen_spawning(scratch, "", args)
 }
 
-/// Runs loadgen, which spawns the daemon with `daemon_flags` added.
-fn loadgen_with(scratch: &Scratch, daemon_flags: &str, args: &[&str]) -> Value {
+/// The daemon started with `flags` too.
+fn loadgen_spawning(scratch: &Scratch, flags: &str, args: &[&str]) -> Value {
     let spawn = format!(
-        "{} --plugins-directory {} --kong-prefix {} {daemon_flags}",
+        "{} {flags} --plugins-directory {} --kong-prefix {}",
         artifacts::daemon_binary().display(),
         scratch.plugins_dir().display(),
         scratch.prefix().display()
@@ -111,7 +111,7 @@ fn open_loop_and_idle_instances_run() {
 #[test]
 fn restarts_hand_over_to_new_servers_and_abandoned_events_are_counted() {
     let scratch = Scratch::with_plugins(&["rust-hello"]);
-    let report = loadgen_with(
+    let report = loadgen_spawning(
         &scratch,
         "--drain-timeout 1",
         &[
@@ -168,4 +168,33 @@ fn restarts_hand_over_to_new_servers_and_abandoned_events_are_counted() {
         events["server"].is_null(),
         "no /proc readings across restarts"
     );
+}
+
+#[test]
+fn protobuf_mode_runs_whole_events_on_pooled_connections() {
+    let scratch = Scratch::with_plugins(&["rust-hello"]);
+    let report = loadgen_spawning(
+        &scratch,
+        "--protocol protobuf",
+        &[
+            "--protocol",
+            "protobuf",
+            "--events",
+            "400",
+            "--warmup",
+            "40",
+            "--workers",
+            "2",
+            "--concurrency",
+            "8",
+        ],
+    );
+    let events = &report["events"];
+    assert_eq!(f(events, &["events"]), 400.0, "{report}");
+    assert_eq!(f(events, &["error_replies"]), 0.0, "{report}");
+    assert_eq!(f(events, &["returned"]), 400.0, "{report}");
+    // rust-hello: the call, then three PDK calls, all on one connection.
+    assert_eq!(f(events, &["round_trips"]), 1600.0, "{report}");
+    assert_eq!(f(events, &["server_pid_notifications"]), 0.0, "{report}");
+    assert!(f(events, &["connections"]) <= 8.0, "{report}");
 }
