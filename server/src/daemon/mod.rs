@@ -9,13 +9,15 @@
 //! - [`plugins`](PluginEntry): loaded libraries, their constructed configurations, counters;
 //! - `instances`: `StartInstance`, `CloseInstance`, `InstanceStatus`, idle expiry;
 //! - `events`: `HandleEvent`, `Step`, failing closed, eviction and reaping;
-//! - `status`: what `GetStatus`, `status` and the metrics report.
+//! - `status`: what `GetStatus`, `status` and the metrics report;
+//! - `protobuf_gate`: the PDK calls ProtoBuf:1 cannot carry, refused before Kong sees them.
 
 mod events;
 mod ids;
 mod instance_config;
 mod instances;
 mod plugins;
+mod protobuf_gate;
 mod status;
 
 use std::{
@@ -36,6 +38,7 @@ pub use ids::EventIds;
 pub use instance_config::BOOKKEEPING_KEYS;
 pub use instances::{InstanceStatus, StartError, UnknownInstance};
 pub use plugins::{PluginEntry, PluginSlot, Scope};
+pub use protobuf_gate::OutsideProtobuf;
 pub use status::{DaemonStatus, PluginStatus};
 
 use crate::waitable::WaitableCount;
@@ -121,7 +124,7 @@ impl Daemon {
         self.protocol = protocol;
         if protocol == Protocol::Protobuf {
             self.instance_ids = InstanceIds::int32_from_clock();
-            self = self.with_call_gate(crate::protobuf::OutsideProtobuf);
+            self = self.with_call_gate(OutsideProtobuf);
         }
         self
     }
