@@ -6,7 +6,6 @@
 //! daemon: a panicking handler fails its event and nothing else.
 
 use std::{
-    any::Any,
     future::Future,
     panic::{AssertUnwindSafe, catch_unwind},
     pin::Pin,
@@ -14,7 +13,15 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
-use crate::{InstanceInfo, Phase, error::PdkResult, exchange::Exchange, pdk::Kong, plugin::Plugin};
+use crate::{
+    InstanceInfo, Phase,
+    error::PdkResult,
+    exchange::Exchange,
+    panics::{dispose_panic, take_panic_message},
+    pdk::Kong,
+    plugin::Plugin,
+    runtime::Lease,
+};
 
 type HandlerFuture = Pin<Box<dyn Future<Output = PdkResult<()>> + Send>>;
 
@@ -55,15 +62,18 @@ pub struct EventDriver {
     exchange: Arc<Exchange>,
     method: std::borrow::Cow<'static, str>,
     args: Vec<u8>,
+    /// The plugin library's runtime: the handler runs in its context.
+    runtime: Lease,
 }
 
 impl EventDriver {
     /// Starts `phase` of `plugin` for the Kong instance `instance`; nothing runs until the
-    /// first [`poll`](Self::poll).
+    /// first [`poll`](Self::poll), which runs in `runtime`'s context.
     pub fn start<P: Plugin>(
         plugin: Arc<P>,
         instance: Arc<InstanceInfo>,
         phase: Phase,
+        runtime: Lease,
     ) -> EventDriver {
         let exchange = Arc::new(Exchange::default());
         let kong = Kong::new(exchange.clone(), instance, phase);
@@ -83,6 +93,7 @@ impl EventDriver {
             exchange,
             method: std::borrow::Cow::Borrowed(""),
             args: Vec::new(),
+            runtime,
         }
     }
 
@@ -97,7 +108,9 @@ impl EventDriver {
             Input::Value(bytes) => self.exchange.answer(Some(bytes)),
         }
         let mut cx = Context::from_waker(waker);
-        let outcome = catch_unwind(AssertUnwindSafe(|| handler.as_mut().poll(&mut cx)));
+        let outcome = self
+            .runtime
+            .enter(|| catch_unwind(AssertUnwindSafe(|| handler.as_mut().poll(&mut cx))));
         match outcome {
             Ok(Poll::Pending) => match self.exchange.take_call(&mut self.args) {
                 Some(call) => {
@@ -107,7 +120,11 @@ impl EventDriver {
                         args: &self.args,
                     }
                 }
-                None => Step::Pending,
+                None => {
+                    // Waiting on its own I/O: the runtime's driver must run to wake it.
+                    self.runtime.waiting();
+                    Step::Pending
+                }
             },
             Ok(Poll::Ready(Ok(()))) => {
                 self.finish();
@@ -119,7 +136,7 @@ impl EventDriver {
             }
             Err(panic) => {
                 self.finish();
-                Step::Panicked(format!("panicked: {}", panic_message(&*panic)))
+                Step::Panicked(format!("panicked: {}", take_panic_message(panic)))
             }
         }
     }
@@ -132,7 +149,12 @@ impl EventDriver {
     fn finish(&mut self) {
         if let Some(handler) = self.handler.take() {
             // A destructor may panic too; it must not unwind into the daemon either.
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(handler)));
+            // Inside the runtime's context: what the handler held may need it to let go.
+            let runtime = &self.runtime;
+            let dropped = catch_unwind(AssertUnwindSafe(move || runtime.enter(|| drop(handler))));
+            if let Err(payload) = dropped {
+                dispose_panic(payload);
+            }
         }
     }
 }
@@ -140,16 +162,5 @@ impl EventDriver {
 impl Drop for EventDriver {
     fn drop(&mut self) {
         self.finish();
-    }
-}
-
-/// The message of a panic payload, as `std` prints it.
-pub fn panic_message(payload: &(dyn Any + Send)) -> &str {
-    if let Some(s) = payload.downcast_ref::<&'static str>() {
-        s
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s
-    } else {
-        "(non-string panic payload)"
     }
 }

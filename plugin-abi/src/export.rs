@@ -3,7 +3,8 @@
 //!
 //! Every entry point catches panics: plugin code never unwinds into the daemon, and a
 //! destructor that panics is contained too (unwinding out of an `extern "C"` function would
-//! abort the whole daemon).
+//! abort the whole daemon). A caught panic's payload is dropped under `catch_unwind` as well
+//! (its `Drop` may panic): see [`dispose_panic`].
 
 use std::{
     mem::ManuallyDrop,
@@ -25,8 +26,10 @@ use kong_rust_plugin_abi::{
 
 use crate::{
     InstanceInfo,
-    driver::{EventDriver, Input, Step, panic_message},
+    driver::{EventDriver, Input, Step},
+    panics::{dispose_panic, take_panic_message},
     plugin::{Plugin, construct},
+    runtime::Lease,
 };
 
 /// The root module of plugin `P`; called by the code `#[kong_rust_pdk::plugin]` generates.
@@ -40,7 +43,9 @@ pub fn module_for<P: Plugin>() -> PluginModuleRef {
 }
 
 extern "C" fn set_host_logger<P: Plugin>(logger: HostLogger) {
-    let _ = catch_unwind(|| crate::host_log::install(logger, P::NAME));
+    if let Err(payload) = catch_unwind(|| crate::host_log::install(logger, P::NAME)) {
+        dispose_panic(payload);
+    }
 }
 
 fn caught<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> RResult<T, PluginErrorFfi> {
@@ -51,7 +56,7 @@ fn caught<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> RResult<T, Pl
             panicked: false,
         }),
         Err(panic) => RErr(PluginErrorFfi {
-            message: format!("{what} panicked: {}", panic_message(&*panic)).into(),
+            message: format!("{what} panicked: {}", take_panic_message(panic)).into(),
             panicked: true,
         }),
     }
@@ -78,40 +83,53 @@ extern "C" fn manifest<P: Plugin>() -> RResult<RString, PluginErrorFfi> {
 extern "C" fn new_instance<P: Plugin>(
     config_json: RStr<'_>,
 ) -> RResult<ConfiguredBox, PluginErrorFfi> {
+    // The constructor runs in the library runtime's context: clients are often built there.
+    let runtime = Lease::acquire(P::NAME);
     caught("the plugin's constructor", || {
-        let plugin = construct::<P>(config_json.as_str()).map_err(|e| e.to_string())?;
+        let plugin = runtime
+            .enter(|| construct::<P>(config_json.as_str()))
+            .map_err(|e| e.to_string())?;
         Ok(ConfiguredFfi_TO::from_value(
-            Configured(Contained::new(Arc::new(plugin))),
+            Configured(Hosted::new(Arc::new(plugin), runtime)),
             TD_Opaque,
         ))
     })
 }
 
-/// Drops its content inside `catch_unwind`.
-struct Contained<T>(ManuallyDrop<T>);
+/// A plugin with a lease on its library's runtime. Drops the plugin inside `catch_unwind`
+/// and inside the runtime's context (a client may need it to close), before the lease:
+/// the runtime stops only after the last plugin is gone.
+struct Hosted<P> {
+    plugin: ManuallyDrop<Arc<P>>,
+    runtime: Lease,
+}
 
-impl<T> Contained<T> {
-    fn new(value: T) -> Contained<T> {
-        Contained(ManuallyDrop::new(value))
+impl<P> Hosted<P> {
+    fn new(plugin: Arc<P>, runtime: Lease) -> Hosted<P> {
+        Hosted {
+            plugin: ManuallyDrop::new(plugin),
+            runtime,
+        }
+    }
+
+    fn share(&self) -> Hosted<P> {
+        Hosted::new(Arc::clone(&self.plugin), self.runtime.clone())
     }
 }
 
-impl<T> std::ops::Deref for Contained<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
-impl<T> Drop for Contained<T> {
+impl<P> Drop for Hosted<P> {
     fn drop(&mut self) {
         // SAFETY: taken once, here, and never used again.
-        let value = unsafe { ManuallyDrop::take(&mut self.0) };
-        let _ = catch_unwind(AssertUnwindSafe(move || drop(value)));
+        let plugin = unsafe { ManuallyDrop::take(&mut self.plugin) };
+        let runtime = &self.runtime;
+        let dropped = catch_unwind(AssertUnwindSafe(move || runtime.enter(|| drop(plugin))));
+        if let Err(payload) = dropped {
+            dispose_panic(payload);
+        }
     }
 }
 
-struct Configured<P>(Contained<Arc<P>>);
+struct Configured<P>(Hosted<P>);
 
 impl<P: Plugin> ConfiguredFfi for Configured<P> {
     fn bind(&self, instance_json: RStr<'_>) -> RResult<InstanceBox, PluginErrorFfi> {
@@ -120,7 +138,7 @@ impl<P: Plugin> ConfiguredFfi for Configured<P> {
                 .map_err(|e| format!("bad instance description: {e}"))?;
             Ok(InstanceFfi_TO::from_value(
                 Instance {
-                    plugin: Contained::new(Arc::clone(&self.0)),
+                    plugin: self.0.share(),
                     info: Arc::new(info),
                 },
                 TD_Opaque,
@@ -130,7 +148,7 @@ impl<P: Plugin> ConfiguredFfi for Configured<P> {
 }
 
 struct Instance<P> {
-    plugin: Contained<Arc<P>>,
+    plugin: Hosted<P>,
     info: Arc<InstanceInfo>,
 }
 
@@ -139,7 +157,12 @@ impl<P: Plugin> InstanceFfi for Instance<P> {
         caught("starting the handler", || {
             match Phase::from_code(phase_code) {
                 Some(phase) if P::PHASES.contains(&phase) => Ok(EventFfi_TO::from_value(
-                    EventDriver::start(Arc::clone(&self.plugin), self.info.clone(), phase),
+                    EventDriver::start(
+                        Arc::clone(&self.plugin.plugin),
+                        self.info.clone(),
+                        phase,
+                        self.plugin.runtime.clone(),
+                    ),
                     TD_Opaque,
                 )),
                 Some(phase) => Err(format!(

@@ -159,3 +159,12 @@ pub fn construct<P: Plugin>(config_json: &str) -> Result<P, ConfigError> {
         })?;
     P::new(config)
 }
+
+/// Translates `P`'s config schema and checks it against Kong's rules, as the daemon does
+/// when it loads the plugin. `#[kong_rust_pdk::plugin]` runs it as a unit test of the
+/// plugin crate, so `cargo test` reports a schema Kong would refuse (an enum default that
+/// cannot be written, a bad attribute) with the translation's own message.
+pub fn check_schema<P: Plugin>() -> Result<(), String> {
+    let record = P::config_schema().map_err(|e| e.to_string())?;
+    crate::schema::validate_record(&record).map_err(|e| format!("Kong would refuse the {e}"))
+}

@@ -133,7 +133,8 @@ pub async fn serve<T: Transport>(
                     }
                     Read::Eof => {
                         if filled > 0 {
-                            tracing::warn!(
+                            crate::warn_throttled!(
+                                crate::log_throttle::CONNECTIONS,
                                 bytes = filled,
                                 "connection closed in the middle of a message"
                             );
@@ -162,7 +163,8 @@ pub async fn serve<T: Transport>(
                 }
             }
             Err(err) => {
-                tracing::warn!(
+                crate::warn_throttled!(
+                    crate::log_throttle::CONNECTIONS,
                     "closing connection: {err} (starts with {})",
                     preview(&input[..filled])
                 );
@@ -181,7 +183,11 @@ pub async fn serve<T: Transport>(
                 RpcError::Malformed(reason).write(msgid, &mut out);
             }
             Err(err @ RequestError::Unanswerable(_)) => {
-                tracing::warn!("closing connection: {err} ({})", preview(&input[..len]));
+                crate::warn_throttled!(
+                    crate::log_throttle::CONNECTIONS,
+                    "closing connection: {err} ({})",
+                    preview(&input[..len])
+                );
                 break Served::Closed;
             }
         }

@@ -1,5 +1,6 @@
 //! The plugin description Kong reads from the query command, and `plugin.GetPluginInfo`.
 
+use kong_rust_pdk::kong_versions::KongVersion;
 use serde::Serialize;
 
 use kong_rust_plugin_abi::Manifest;
@@ -30,27 +31,51 @@ pub struct PluginDump<'a> {
 }
 
 impl<'a> PluginDump<'a> {
-    /// The entry for one plugin; the schema wraps the config record as Kong expects.
+    /// The entry for one plugin, for Kong's development branch; the schema wraps the config
+    /// record as Kong expects.
     pub fn of(manifest: &'a Manifest) -> PluginDump<'a> {
+        PluginDump::for_kong(manifest, KongVersion::HEAD)
+    }
+
+    /// The entry for one plugin as Kong `version` must get it: before 3.4 the schema has
+    /// no field descriptions (Kong 3.0–3.3 refuse the attribute).
+    pub fn for_kong(manifest: &'a Manifest, version: KongVersion) -> PluginDump<'a> {
+        let schema = serde_json::json!({
+            "name": manifest.name,
+            "fields": [{"config": manifest.config_schema}],
+        });
         PluginDump {
             name: &manifest.name,
             version: &manifest.version,
             priority: manifest.priority,
             phases: manifest.phases.iter().map(|p| p.name()).collect(),
-            schema: serde_json::json!({
-                "name": manifest.name,
-                "fields": [{"config": manifest.config_schema}],
-            }),
+            schema: kong_rust_pdk::schema::for_kong(&schema, version),
         }
+    }
+
+    /// The plugin schema as dumped.
+    pub fn schema(&self) -> &serde_json::Value {
+        &self.schema
     }
 }
 
 impl<'a> Dump<'a> {
-    /// A dump of `plugins`, in the order given.
+    /// A dump of `plugins`, in the order given, for Kong's development branch.
     pub fn of(plugins: impl IntoIterator<Item = &'a Manifest>) -> Dump<'a> {
+        Dump::for_kong(plugins, KongVersion::HEAD)
+    }
+
+    /// A dump of `plugins`, in the order given, for Kong `version`.
+    pub fn for_kong(
+        plugins: impl IntoIterator<Item = &'a Manifest>,
+        version: KongVersion,
+    ) -> Dump<'a> {
         Dump {
             protocol: PROTOCOL,
-            plugins: plugins.into_iter().map(PluginDump::of).collect(),
+            plugins: plugins
+                .into_iter()
+                .map(|m| PluginDump::for_kong(m, version))
+                .collect(),
         }
     }
 

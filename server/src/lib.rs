@@ -11,8 +11,11 @@
 //!   housekeeping;
 //! - [`protobuf`]: serving a connection in Kong's ProtoBuf:1 protocol instead;
 //! - [`metrics`] (the families, a leaf) and [`admin`] (their HTTP endpoint);
-//! - [`settings`]: flags, environment and config file;
-//! - [`dump`], [`conf_lines`], [`template`], [`playback`]: what the subcommands produce.
+//! - [`settings`]: flags, environment and config file; [`log_throttle`]: repeated warnings
+//!   held to a rate;
+//! - [`kong_compat`]: what the Kong release served (`--kong-version`) accepts of a plugin;
+//! - [`dump`], [`conf_lines`], [`plugin_links`], [`template`], [`playback`]: what the
+//!   subcommands produce.
 
 pub mod admin;
 pub mod conf_lines;
@@ -20,10 +23,13 @@ pub mod connection;
 pub mod daemon;
 pub mod dump;
 pub mod heartbeat;
+pub mod kong_compat;
 pub mod lifecycle;
 pub mod loader;
+pub mod log_throttle;
 pub mod metrics;
 pub mod playback;
+pub mod plugin_links;
 pub mod plugin_log;
 pub mod protobuf;
 pub mod rpc;

@@ -5,15 +5,31 @@
 
 mod cli;
 
-use std::process::ExitCode;
+use std::{path::Path, process::ExitCode};
 
 use clap::{CommandFactory, Parser};
 use kong_rust_pluginserver::settings::{self, LogFormat, Settings, SettingsArgs};
 
-use cli::Cli;
+use cli::{
+    Cli,
+    invocation::{self, DEFAULT_CONFIG, Invocation},
+};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let invoked = invocation::read(
+        std::env::args_os().collect(),
+        Path::new(DEFAULT_CONFIG).exists(),
+        std::env::var_os("KONG_RUST_PLUGINSERVER_CONFIG").is_some(),
+    );
+    let (args, link) = match invoked {
+        Ok(Invocation::Full(args)) => (args, None),
+        Ok(Invocation::Link { plugin, args }) => (args, Some(plugin)),
+        Err(err) => {
+            eprintln!("kong-rust-pluginserver: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(args);
     let settings = match resolve_settings(&cli) {
         Ok(settings) => settings,
         Err(err) => {
@@ -22,6 +38,13 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&settings);
+    std::panic::set_hook(Box::new(log_panic));
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
+    if let Some(plugin) = link {
+        tracing::debug!("invoked as plugin {plugin}'s link (Kong's default command)");
+    }
     match cli::run(cli, settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -57,7 +80,8 @@ fn resolve_settings(cli: &Cli) -> anyhow::Result<Settings> {
         Some(path) => SettingsArgs::from_file(path)?,
         None => SettingsArgs::default(),
     };
-    Ok(cli.settings.clone().resolve(file)?)
+    let kong_prefix = std::env::var_os("KONG_PREFIX").map(std::path::PathBuf::from);
+    Ok(cli.settings.clone().resolve_with(file, kong_prefix)?)
 }
 
 /// Logs go to stderr: Kong copies the daemon's stderr into its error.log, and stdout must
@@ -72,5 +96,29 @@ fn init_logging(settings: &Settings) {
     match settings.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// The daemon's panic hook: a panic is reported through the logger (one JSON line with
+/// `--log-format json`), not as text on stderr. Plugin libraries report their own panics
+/// through the host logger (kong-rust-pdk's host_log).
+fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-string panic payload)");
+    let location = info
+        .location()
+        .map(|l| format!(" at {}:{}:{}", l.file(), l.line(), l.column()))
+        .unwrap_or_default();
+    let thread = std::thread::current();
+    let thread = thread.name().unwrap_or("unnamed");
+    let backtrace = std::backtrace::Backtrace::capture();
+    if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+        tracing::error!(target: "panic", %backtrace, "thread '{thread}' panicked{location}: {message}");
+    } else {
+        tracing::error!(target: "panic", "thread '{thread}' panicked{location}: {message}");
     }
 }

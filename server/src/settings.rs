@@ -12,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+use kong_rust_pdk::kong_versions::{DefaultSocket, KongVersion, LostInstance};
 use serde::Deserialize;
 
 /// Limits that protect the daemon from runaway clients and plugins.
@@ -25,6 +26,10 @@ pub struct Limits {
     pub max_connections: usize,
     /// An event that waits longer than this for Kong's next Step is abandoned.
     pub event_timeout: Duration,
+    /// Most instances one plugin may have at once.
+    pub max_instances_per_plugin: usize,
+    /// Most bytes of distinct configurations (canonical JSON) one plugin may hold at once.
+    pub max_config_bytes_per_plugin: usize,
 }
 
 impl Default for Limits {
@@ -34,6 +39,8 @@ impl Default for Limits {
             max_events_per_instance: 10_000,
             max_connections: 16_384,
             event_timeout: Duration::from_secs(60),
+            max_instances_per_plugin: 50_000,
+            max_config_bytes_per_plugin: 64 << 20,
         }
     }
 }
@@ -247,6 +254,33 @@ pub struct SettingsArgs {
     )]
     pub message_timeout: Option<u64>,
 
+    /// Most instances one plugin may have at once; StartInstance beyond it is refused (Kong
+    /// ends that request with 500) [default: 50000].
+    #[arg(
+        long,
+        value_name = "N",
+        env = "KONG_RUST_PLUGINSERVER_MAX_INSTANCES_PER_PLUGIN"
+    )]
+    pub max_instances_per_plugin: Option<usize>,
+
+    /// Most bytes of distinct configurations one plugin may hold at once; StartInstance of
+    /// a new configuration beyond it is refused [default: 67108864].
+    #[arg(
+        long,
+        value_name = "BYTES",
+        env = "KONG_RUST_PLUGINSERVER_MAX_CONFIG_BYTES_PER_PLUGIN"
+    )]
+    pub max_config_bytes_per_plugin: Option<usize>,
+
+    /// Most lines a second of each kind of repeated warning (failed events, bad
+    /// connections...); the rest are counted in a summary line; 0: no limit [default: 10].
+    #[arg(
+        long,
+        value_name = "N",
+        env = "KONG_RUST_PLUGINSERVER_MAX_WARNINGS_PER_SECOND"
+    )]
+    pub max_warnings_per_second: Option<u32>,
+
     /// Seconds to let this daemon's events in flight finish after SIGTERM or a successor's
     /// takeover [default: 10].
     #[arg(
@@ -265,8 +299,9 @@ pub struct SettingsArgs {
     )]
     pub socket_group: Option<String>,
 
-    /// Load plugin files and directories that other users own or may write. Such a file
-    /// runs anyone's code in the gateway's request path: for development only.
+    /// Load plugin files and directories that other users own or may write, and plugin
+    /// files that are symbolic links. Such a file runs anyone's code in the gateway's
+    /// request path: for development only.
     #[arg(
         long,
         env = "KONG_RUST_PLUGINSERVER_ALLOW_INSECURE_PLUGINS",
@@ -276,6 +311,18 @@ pub struct SettingsArgs {
         value_name = "BOOL"
     )]
     pub allow_insecure_plugins: Option<bool>,
+
+    /// Serve from a Kong prefix that users other than root and the daemon's user may write
+    /// (they could hold the serve lock or squat socket names): for development only.
+    #[arg(
+        long,
+        env = "KONG_RUST_PLUGINSERVER_ALLOW_INSECURE_PREFIX",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    pub allow_insecure_prefix: Option<bool>,
 
     /// Log level; RUST_LOG, when set, takes precedence with its finer filters
     /// [default: info].
@@ -340,6 +387,18 @@ pub struct SettingsArgs {
         env = "KONG_RUST_PLUGINSERVER_METRICS_LISTEN"
     )]
     pub metrics_listen: Option<String>,
+
+    /// The Kong release that runs the plugins (3.0 or later, e.g. 3.4): dumps follow its
+    /// schema rules, calls of PDK functions it lacks fail in the plugin, and its quirks are
+    /// worked around (docs/kong-versions.md) [default: Kong's development branch, 3.10].
+    #[arg(
+        long,
+        global = true,
+        value_name = "X.Y",
+        value_parser = KongVersion::parse,
+        env = "KONG_RUST_PLUGINSERVER_KONG_VERSION"
+    )]
+    pub kong_version: Option<KongVersion>,
 }
 
 /// The settings in force.
@@ -359,6 +418,10 @@ pub struct Settings {
     pub socket_group: Option<String>,
     /// Skip the ownership checks of plugin files.
     pub allow_insecure_plugins: bool,
+    /// Skip the ownership checks of the prefix.
+    pub allow_insecure_prefix: bool,
+    /// Lines a second of each kind of repeated warning; 0: no limit.
+    pub max_warnings_per_second: u32,
     /// Log verbosity.
     pub log_level: LogLevel,
     /// Log format.
@@ -381,6 +444,18 @@ pub struct Settings {
     pub slow_handler: Duration,
     /// The protocol of the plugin sockets.
     pub protocol: Protocol,
+    /// The Kong release served, if configured (`None`: Kong's development branch).
+    pub kong_version: Option<KongVersion>,
+    /// Settings that work but fight the configured Kong, to log once logging is up.
+    pub warnings: Vec<String>,
+}
+
+impl Settings {
+    /// The Kong release whose rules apply: the configured one, else Kong's development
+    /// branch.
+    pub fn kong(&self) -> KongVersion {
+        self.kong_version.unwrap_or(KongVersion::HEAD)
+    }
 }
 
 impl SettingsArgs {
@@ -400,16 +475,41 @@ impl SettingsArgs {
     /// Each setting from `self` (flags and environment), else from `file`, else the
     /// default.
     pub fn resolve(self, file: SettingsArgs) -> Result<Settings, SettingsError> {
+        self.resolve_with(file, None)
+    }
+
+    /// [`resolve`](Self::resolve), with Kong's own `KONG_PREFIX` from the environment: it
+    /// sets the prefix when no flag or `KONG_RUST_PLUGINSERVER_KONG_PREFIX` does, ahead of
+    /// the file. Not for Kong 3.0–3.8, whose default socket ignores Kong's prefix.
+    pub fn resolve_with(
+        self,
+        file: SettingsArgs,
+        kong_prefix_env: Option<PathBuf>,
+    ) -> Result<Settings, SettingsError> {
         let defaults = Limits::default();
+        let kong_version = self.kong_version.or(file.kong_version);
+        let kong = kong_version.unwrap_or(KongVersion::HEAD).behaviour();
+        let mut warnings = Vec::new();
         let metrics_listen = self
             .metrics_listen
             .or(file.metrics_listen)
             .map(|addr| parse_listen_address(&addr))
             .transpose()?;
-        let instance_idle_timeout = self
-            .instance_idle_timeout
-            .or(file.instance_idle_timeout)
-            .unwrap_or(600);
+        let idle_given = self.instance_idle_timeout.or(file.instance_idle_timeout);
+        // Kong 3.5 and 3.6 loop forever on an instance the server let go: never expire one
+        // there unless told to.
+        let storms = kong.lost_instance == LostInstance::Storm;
+        let instance_idle_timeout = idle_given.unwrap_or(if storms { 0 } else { 600 });
+        if storms && instance_idle_timeout > 0 {
+            warnings.push(format!(
+                "instance-idle-timeout = {instance_idle_timeout} with Kong {}: Kong 3.5 and 3.6 \
+                 retry an expired instance forever (a HandleEvent storm per request); set 0",
+                kong.first
+            ));
+        }
+        let env_prefix = kong_prefix_env
+            .filter(|_| kong.default_socket == DefaultSocket::Prefix)
+            .filter(|p| !p.as_os_str().is_empty());
         let limits = Limits {
             max_message: self
                 .max_message_size
@@ -428,12 +528,25 @@ impl SettingsArgs {
                 .or(file.event_timeout)
                 .map(Duration::from_secs)
                 .unwrap_or(defaults.event_timeout),
+            max_instances_per_plugin: self
+                .max_instances_per_plugin
+                .or(file.max_instances_per_plugin)
+                .unwrap_or(defaults.max_instances_per_plugin),
+            max_config_bytes_per_plugin: self
+                .max_config_bytes_per_plugin
+                .or(file.max_config_bytes_per_plugin)
+                .unwrap_or(defaults.max_config_bytes_per_plugin),
         };
         for (setting, value) in [
             ("max-message-size", limits.max_message),
             ("max-events-per-instance", limits.max_events_per_instance),
             ("max-connections", limits.max_connections),
             ("event-timeout", limits.event_timeout.as_secs() as usize),
+            ("max-instances-per-plugin", limits.max_instances_per_plugin),
+            (
+                "max-config-bytes-per-plugin",
+                limits.max_config_bytes_per_plugin,
+            ),
         ] {
             if value == 0 {
                 return Err(SettingsError::Value {
@@ -449,6 +562,7 @@ impl SettingsArgs {
                 .unwrap_or_else(|| "/usr/local/lib/kong/rust-plugins".into()),
             kong_prefix: self
                 .kong_prefix
+                .or(env_prefix)
                 .or(file.kong_prefix)
                 .unwrap_or_else(|| "/usr/local/kong".into()),
             limits,
@@ -462,6 +576,14 @@ impl SettingsArgs {
                 .allow_insecure_plugins
                 .or(file.allow_insecure_plugins)
                 .unwrap_or(false),
+            allow_insecure_prefix: self
+                .allow_insecure_prefix
+                .or(file.allow_insecure_prefix)
+                .unwrap_or(false),
+            max_warnings_per_second: self
+                .max_warnings_per_second
+                .or(file.max_warnings_per_second)
+                .unwrap_or(10),
             log_level: self.log_level.or(file.log_level).unwrap_or(LogLevel::Info),
             log_format: self
                 .log_format
@@ -497,6 +619,8 @@ impl SettingsArgs {
                 self.slow_handler_ms.or(file.slow_handler_ms).unwrap_or(100),
             ),
             protocol: self.protocol.or(file.protocol).unwrap_or_default(),
+            kong_version,
+            warnings,
         })
     }
 }
@@ -560,6 +684,57 @@ mod tests {
         let file: SettingsArgs = toml::from_str("protocol = \"protobuf\"").unwrap();
         let settings = SettingsArgs::default().resolve(file).unwrap();
         assert_eq!(settings.protocol.dump_name(), "ProtoBuf:1");
+    }
+
+    #[test]
+    fn the_kong_version_sets_its_defaults() {
+        let v36 = SettingsArgs {
+            kong_version: Some(KongVersion::V3_6),
+            ..SettingsArgs::default()
+        };
+        let settings = v36.clone().resolve(SettingsArgs::default()).unwrap();
+        assert_eq!(settings.instance_idle_timeout, None, "3.6 storms on expiry");
+        assert!(settings.warnings.is_empty());
+        let forced = SettingsArgs {
+            instance_idle_timeout: Some(60),
+            ..v36
+        };
+        let settings = forced.resolve(SettingsArgs::default()).unwrap();
+        assert_eq!(
+            settings.instance_idle_timeout,
+            Some(Duration::from_secs(60))
+        );
+        assert!(
+            settings.warnings[0].contains("storm"),
+            "{:?}",
+            settings.warnings
+        );
+
+        let file: SettingsArgs =
+            toml::from_str("kong-version = \"3.4\"\nkong-prefix = \"/file\"").unwrap();
+        let settings = SettingsArgs::default()
+            .resolve_with(file.clone(), Some("/from-kong".into()))
+            .unwrap();
+        assert_eq!(settings.kong(), KongVersion::V3_4);
+        assert_eq!(
+            settings.kong_prefix,
+            PathBuf::from("/file"),
+            "3.4's default socket ignores Kong's prefix"
+        );
+        let head = SettingsArgs::default()
+            .resolve_with(SettingsArgs::default(), Some("/from-kong".into()))
+            .unwrap();
+        assert_eq!(head.kong_prefix, PathBuf::from("/from-kong"));
+        assert_eq!(head.kong(), KongVersion::HEAD);
+        let flag = SettingsArgs {
+            kong_prefix: Some("/flag".into()),
+            ..SettingsArgs::default()
+        };
+        let settings = flag
+            .resolve_with(SettingsArgs::default(), Some("/from-kong".into()))
+            .unwrap();
+        assert_eq!(settings.kong_prefix, PathBuf::from("/flag"));
+        assert!(toml::from_str::<SettingsArgs>("kong-version = \"2.8\"").is_err());
     }
 
     #[test]

@@ -91,7 +91,12 @@ fn the_created_crate_builds_passes_its_tests_and_loads() {
             "{name} did not pass:\n{stdout}"
         );
     }
-    assert!(stdout.contains("test result: ok. 4 passed"), "{stdout}");
+    // #[kong_rust_pdk::plugin] adds a test that checks the schema as the daemon will.
+    assert!(
+        stdout.contains("test kong_rust_pdk_config_schema_is_valid ... ok"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("test result: ok. 5 passed"), "{stdout}");
 
     let library = target_dir.join("debug").join(&created.library);
     let _ = std::fs::remove_file(&library);

@@ -54,13 +54,17 @@ fn access(
     })
 }
 
+/// A JSON body goes to Kong as JSON text, with Kong's own JSON content type.
 fn rejection(message: &str) -> PdkCall {
     PdkCall::new(
         "kong.response.exit",
         vec![
             Value::from(401),
-            map([("message", s(message))]),
-            map([("WWW-Authenticate", s("Key realm=\"kong\""))]),
+            s(&serde_json::json!({ "message": message }).to_string()),
+            map([
+                ("Content-Type", s("application/json; charset=utf-8")),
+                ("WWW-Authenticate", s("Key realm=\"kong\"")),
+            ]),
         ],
     )
 }

@@ -93,3 +93,33 @@ fn single_entry_lines_dump_every_plugin() {
         .collect();
     assert_eq!(names, ["e2e-probe", "rust-hello"]);
 }
+
+#[test]
+fn the_kong_version_reaches_the_commands_kong_runs() {
+    let scratch = Scratch::with_plugins(&["rust-hello", "e2e-probe"]);
+    let conf = kong_conf(&scratch, &["--kong-version", "3.3"]);
+    for key in [
+        "pluginserver_rust_hello_start_cmd",
+        "pluginserver_rust_hello_query_cmd",
+    ] {
+        assert!(conf[key].contains("--kong-version 3.3"), "{}", conf[key]);
+    }
+    // The query Kong 3.3 runs prints a dump Kong 3.3 accepts: no field descriptions.
+    let out = sh(&conf["pluginserver_rust_hello_query_cmd"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("description"));
+
+    let short = kong_conf(&scratch, &["--short"]);
+    assert_eq!(short.len(), 2, "{short:?}");
+    assert_eq!(short["pluginserver_names"], "e2e-probe,rust-hello");
+
+    let out = scratch
+        .command()
+        .args(["kong-conf", "--single-entry", "--kong-version", "3.9"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("first plugin of an entry"));
+}

@@ -35,13 +35,13 @@ pub struct Client<'k> {
 
 impl<'k> Client<'k> {
     /// `kong.client.get_ip()`: the address of the directly connected peer.
-    /// Phases: certificate, rewrite, access, response, preread.
+    /// Phases: all (not in the log timer, which has no connection).
     pub async fn get_ip(&self) -> PdkResult<String> {
         self.kong.call("kong.client.get_ip", &NO_ARGS).await
     }
 
     /// `kong.client.get_forwarded_ip()`: the client address, honouring trusted proxies.
-    /// Phases: certificate, rewrite, access, response, preread.
+    /// Phases: all (not in the log timer, which has no connection).
     pub async fn get_forwarded_ip(&self) -> PdkResult<String> {
         self.kong
             .call("kong.client.get_forwarded_ip", &NO_ARGS)
@@ -49,13 +49,13 @@ impl<'k> Client<'k> {
     }
 
     /// `kong.client.get_port()`: the port of the directly connected peer.
-    /// Phases: certificate, rewrite, access, response, preread.
+    /// Phases: all (not in the log timer, which has no connection).
     pub async fn get_port(&self) -> PdkResult<u16> {
         self.kong.call("kong.client.get_port", &NO_ARGS).await
     }
 
     /// `kong.client.get_forwarded_port()`: the client port, honouring trusted proxies.
-    /// Phases: certificate, rewrite, access, response, preread.
+    /// Phases: all (not in the log timer, which has no connection).
     pub async fn get_forwarded_port(&self) -> PdkResult<u16> {
         self.kong
             .call("kong.client.get_forwarded_port", &NO_ARGS)
@@ -89,9 +89,8 @@ impl<'k> Client<'k> {
     /// `kong.client.authenticate(consumer, credential)`: marks the request authenticated.
     /// Kong requires at least one of the two. Phase: access.
     ///
-    /// Pass the consumer whenever you have one: with only a credential the first
-    /// argument is a nil, which Lua may drop from the argument list (Kong then refuses
-    /// the call as having neither).
+    /// `authenticate(None, Some(credential))` works: Kong receives `[nil, credential]`,
+    /// and LuaJIT's `unpack` keeps a single leading nil (both arguments arrive).
     pub async fn authenticate(
         &self,
         consumer: Option<&Consumer>,
@@ -116,8 +115,7 @@ impl<'k> Client<'k> {
     }
 
     /// `kong.client.get_protocol(allow_terminated)`: `http`, `https`, `tcp`, `tls`...;
-    /// `None` if Kong cannot tell. Phases: certificate, rewrite, access, response, preread,
-    /// log.
+    /// `None` if Kong cannot tell. Phases: access, response, log.
     pub async fn get_protocol(&self, allow_terminated: Option<bool>) -> PdkResult<Option<String>> {
         self.kong
             .call(
@@ -167,7 +165,7 @@ impl ClientTls<'_> {
     }
 
     /// `kong.client.tls.set_client_verify(v)`: overrides the verification result
-    /// (`SUCCESS`, `FAILED:<reason>`, `NONE`). Phases: rewrite, access.
+    /// (`SUCCESS`, `FAILED:<reason>`, `NONE`). Phases: rewrite, access, response.
     pub async fn set_client_verify(&self, v: &str) -> PdkResult<()> {
         self.kong
             .call_unit("kong.client.tls.set_client_verify", &(v,))

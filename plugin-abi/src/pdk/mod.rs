@@ -23,6 +23,9 @@ mod request;
 mod response;
 mod router;
 mod service;
+mod telemetry;
+#[cfg(test)]
+mod unpack_tests;
 mod vault;
 
 use std::{borrow::Cow, future::poll_fn, sync::Arc};
@@ -39,6 +42,7 @@ pub use request::{QueryArg, Request};
 pub use response::Response;
 pub use router::Router;
 pub use service::{Service, ServiceRequest, ServiceResponse};
+pub use telemetry::Telemetry;
 pub use vault::{Vault, VaultReference};
 
 use crate::{InstanceInfo, Phase, error::PdkResult, exchange::Exchange, value::Value};
@@ -147,6 +151,11 @@ impl Kong {
         Service { kong: self }
     }
 
+    /// `kong.telemetry`: log entries for Kong's OpenTelemetry plugin (Kong 3.8+).
+    pub fn telemetry(&self) -> Telemetry<'_> {
+        Telemetry { kong: self }
+    }
+
     /// `kong.vault`: secret references.
     pub fn vault(&self) -> Vault<'_> {
         Vault { kong: self }
@@ -193,8 +202,12 @@ impl Kong {
 }
 
 /// Positional arguments with optional trailing ones: trailing `None`s are dropped, so Kong
-/// sees the call as if they were omitted (a nil in the middle would leave a hole in Lua's
-/// argument list).
+/// sees the call as if they were omitted.
+///
+/// Kong calls `method(unpack(args))`, and LuaJIT's `#` ends the list at a border: a nil
+/// before a value may cut every later argument (`[m, nil, x]` arrives as `m` alone). So a
+/// wrapper never leaves a nil before a value: it sends the value Kong's function would use
+/// for the missing argument instead (`tests` check every wrapper against LuaJIT's rule).
 pub(crate) fn args(items: impl IntoIterator<Item = Value>) -> Vec<Value> {
     let mut items: Vec<Value> = items.into_iter().collect();
     while items.last().is_some_and(Value::is_nil) {

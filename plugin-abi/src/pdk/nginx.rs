@@ -55,7 +55,7 @@ pub struct NginxStatistics {
 
 impl Nginx<'_> {
     /// `kong.nginx.get_var(name)`: `ngx.var[name]`, `None` if unset.
-    /// Phases: certificate, rewrite, access, response, preread (not the log timer).
+    /// Phases: all (not in the log timer, which has no request).
     pub async fn get_var(&self, name: &str) -> PdkResult<Option<String>> {
         self.kong.call("kong.nginx.get_var", &(name,)).await
     }
@@ -94,7 +94,7 @@ impl Nginx<'_> {
     }
 
     /// `kong.nginx.req_start_time()`: when the request started, unix seconds with a
-    /// fraction. Phases: rewrite, access, response, log (saved for the timer).
+    /// fraction. All phases (in `log`, saved for the timer).
     pub async fn req_start_time(&self) -> PdkResult<f64> {
         self.kong.call("kong.nginx.req_start_time", &NO_ARGS).await
     }

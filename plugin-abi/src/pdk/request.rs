@@ -145,13 +145,20 @@ impl Request<'_> {
         self.kong
             .call(
                 "kong.request.get_raw_body",
-                &args([max_allowed_file_size.map_or(Value::Nil, |n| Value::Int(n as i64))]),
+                &args([max_allowed_file_size.map_or(Value::Nil, file_size)]),
             )
             .await
     }
 
     /// `kong.request.get_body(mimetype, max_args, max_allowed_file_size)`: the body parsed
-    /// from JSON, form or multipart; `None` if it cannot be parsed.
+    /// from JSON, form or multipart; `None` if it cannot be parsed. `mimetype` `None` parses
+    /// by the request's `Content-Type`; `max_args` (forms, 1–1000) `None` is Kong's default;
+    /// `max_allowed_file_size` (Kong 3.8+, ignored before) limits a body buffered to a file.
+    ///
+    /// Lua drops every argument after a nil, so a `None` before a `Some` goes as the value
+    /// Kong would use: `false` for the mimetype (Kong reads `mimetype or <Content-Type>`)
+    /// and 100 for `max_args` (Kong's default `lua_max_post_args`; a form body then gets at
+    /// most 100 arguments even if kong.conf raised it).
     /// Phases: rewrite, access, response.
     pub async fn get_body(
         &self,
@@ -159,15 +166,33 @@ impl Request<'_> {
         max_args: Option<u16>,
         max_allowed_file_size: Option<u64>,
     ) -> PdkResult<Option<Value>> {
+        let file_size = max_allowed_file_size.map(file_size);
+        let max_args = match (max_args, &file_size) {
+            (None, Some(_)) => Some(DEFAULT_MAX_POST_ARGS),
+            (given, _) => given,
+        };
+        let mimetype = match (mimetype, max_args) {
+            (None, Some(_)) => Value::Bool(false),
+            (given, _) => Value::from(given),
+        };
         self.kong
             .call(
                 "kong.request.get_body",
                 &args([
-                    Value::from(mimetype),
+                    mimetype,
                     Value::from(max_args),
-                    max_allowed_file_size.map_or(Value::Nil, |n| Value::Int(n as i64)),
+                    file_size.unwrap_or_default(),
                 ]),
             )
             .await
     }
+}
+
+/// Kong's default `lua_max_post_args`: what `get_body` parses at most without `max_args`.
+pub(crate) const DEFAULT_MAX_POST_ARGS: u16 = 100;
+
+/// A file size limit as Kong's Lua number: past `i64::MAX` it is as unlimited as can be
+/// (a wrapped negative number would make Kong refuse every buffered body).
+fn file_size(limit: u64) -> Value {
+    Value::Int(i64::try_from(limit).unwrap_or(i64::MAX))
 }

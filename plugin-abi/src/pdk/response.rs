@@ -30,7 +30,7 @@
 use super::{Kong, NO_ARGS, args};
 use crate::{
     error::PdkResult,
-    types::{Body, Multimap},
+    types::{Body, JSON_CONTENT_TYPE, Multimap, WireBody},
     value::{Bytes, Value},
 };
 
@@ -113,34 +113,54 @@ impl Response<'_> {
     }
 
     /// `kong.response.exit(status, body)`: ends the request with this response. `body` is
-    /// `()` for none, text, bytes, or [`Body::json`] (Kong JSON-encodes it).
+    /// `()` for none, text, bytes, or [`Body::json`] (sent as JSON text with
+    /// `Content-Type: application/json; charset=utf-8`, so empty lists stay `[]`).
     ///
     /// **Ends the handler**: Kong never answers, the event is finished as soon as Kong has
     /// the call, and the returned future never completes (except with an encoding error).
     /// Phases: rewrite, access, response, preread.
     pub async fn exit(&self, status: u16, body: impl Into<Body>) -> PdkResult<()> {
+        const METHOD: &str = "kong.response.exit";
         let body = body.into();
         if body.is_empty() {
-            self.kong
-                .call_ending("kong.response.exit", &(status,))
-                .await
-        } else {
-            self.kong
-                .call_ending("kong.response.exit", &(status, body))
-                .await
+            return self.kong.call_ending(METHOD, &(status,)).await;
+        }
+        match body.to_wire(METHOD)? {
+            json @ WireBody::Json(_) => {
+                let headers = Multimap::new().with("Content-Type", JSON_CONTENT_TYPE);
+                self.kong
+                    .call_ending(METHOD, &(status, json, headers))
+                    .await
+            }
+            other => self.kong.call_ending(METHOD, &(status, other)).await,
         }
     }
 
     /// `kong.response.exit(status, body, headers)`: [`exit`](Self::exit) with response
-    /// headers. Ends the handler the same way.
+    /// headers; a JSON body gets Kong's JSON content type unless `headers` name one. Ends
+    /// the handler the same way. With `()` as body Kong gets `""` (a nil cannot come before
+    /// the headers), so a status Kong has an error page for gets an empty body instead.
     pub async fn exit_with_headers(
         &self,
         status: u16,
         body: impl Into<Body>,
         headers: &Multimap,
     ) -> PdkResult<()> {
+        const METHOD: &str = "kong.response.exit";
+        let body = body.into().to_wire(METHOD)?;
+        let typed = headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+        if matches!(body, WireBody::Json(_)) && !typed {
+            let mut headers = headers.clone();
+            headers.set("Content-Type", JSON_CONTENT_TYPE);
+            return self
+                .kong
+                .call_ending(METHOD, &(status, body, &headers))
+                .await;
+        }
         self.kong
-            .call_ending("kong.response.exit", &(status, body.into(), headers))
+            .call_ending(METHOD, &(status, body, headers))
             .await
     }
 

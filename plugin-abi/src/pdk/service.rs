@@ -30,7 +30,7 @@ use serde::Serialize;
 use super::{Kong, NO_ARGS, args};
 use crate::{
     error::{PdkError, PdkResult},
-    types::Multimap,
+    types::{Multimap, json_text},
     value::{Bytes, Value},
 };
 
@@ -57,21 +57,22 @@ impl<'k> Service<'k> {
         self.kong.call("kong.service.set_upstream", &(host,)).await
     }
 
-    /// `kong.service.set_target(host, port)`: proxy to this host and port. Phase: access.
+    /// `kong.service.set_target(host, port)`: proxy to this host and port.
+    /// Phases: rewrite, access, preread (access only before Kong 3.8).
     pub async fn set_target(&self, host: &str, port: u16) -> PdkResult<()> {
         self.kong
             .call_unit("kong.service.set_target", &(host, port))
             .await
     }
 
-    /// `kong.service.set_retries(retries)` (Kong 3.3+). Phase: access.
+    /// `kong.service.set_retries(retries)` (Kong 3.8+). Phase: access.
     pub async fn set_retries(&self, retries: u32) -> PdkResult<()> {
         self.kong
             .call_unit("kong.service.set_retries", &(retries,))
             .await
     }
 
-    /// `kong.service.set_timeouts(connect, write, read)`, milliseconds (Kong 3.3+).
+    /// `kong.service.set_timeouts(connect, write, read)`, milliseconds (Kong 3.8+).
     /// Phase: access.
     pub async fn set_timeouts(
         &self,
@@ -88,7 +89,7 @@ impl<'k> Service<'k> {
     }
 
     /// `kong.service.set_tls_verify(on)`: whether to verify the upstream's certificate.
-    /// Phases: rewrite, access, preread.
+    /// Phases: rewrite, access, preread (preread from Kong 3.2).
     pub async fn set_tls_verify(&self, on: bool) -> PdkResult<bool> {
         self.kong.call("kong.service.set_tls_verify", &(on,)).await
     }
@@ -117,9 +118,10 @@ macro_rules! setters {
 
 impl ServiceRequest<'_> {
     setters! {
-        /// `kong.service.request.set_scheme(scheme)`: `http` or `https`.
+        /// `kong.service.request.set_scheme(scheme)`: `http` or `https` (access only before
+        /// Kong 3.8).
         set_scheme(scheme: &str) = "kong.service.request.set_scheme";
-        /// `kong.service.request.set_path(path)`.
+        /// `kong.service.request.set_path(path)` (access only before Kong 3.8).
         set_path(path: &str) = "kong.service.request.set_path";
         /// `kong.service.request.set_raw_query(query)`: the query string without `?`.
         set_raw_query(query: &str) = "kong.service.request.set_raw_query";
@@ -135,7 +137,7 @@ impl ServiceRequest<'_> {
         clear_header(name: &str) = "kong.service.request.clear_header";
         /// `kong.service.request.set_headers(headers)`.
         set_headers(headers: &Multimap) = "kong.service.request.set_headers";
-        /// `kong.service.request.clear_query_arg(name)` (Kong 3.3+).
+        /// `kong.service.request.clear_query_arg(name)` (Kong 3.9+).
         clear_query_arg(name: &str) = "kong.service.request.clear_query_arg";
     }
 
@@ -159,18 +161,35 @@ impl ServiceRequest<'_> {
     }
 
     /// `kong.service.request.set_body(args, mimetype)`: encodes `body` (any serializable
-    /// map, sent as a MessagePack map) as JSON, form or multipart; `None` when Kong
-    /// refused it (see Kong's error.log).
+    /// map) as JSON, form or multipart, by `mimetype` or else the request's
+    /// `Content-Type`; `None` when Kong refused it (see Kong's error.log).
+    ///
+    /// A JSON body is encoded here and sent as text (`set_raw_body` and the
+    /// `Content-Type` header, which is what Kong's `set_body` does with its own encoding):
+    /// Kong's cjson would turn an empty list into `{}` and drop `null` members. Without a
+    /// `mimetype` that costs one more call, to read the request's `Content-Type`. Forms and
+    /// multipart bodies go to Kong's `set_body` as a table (sent as a MessagePack map).
     pub async fn set_body<T: Serialize + ?Sized>(
         &self,
         body: &T,
         mimetype: Option<&str>,
     ) -> PdkResult<Option<bool>> {
         const METHOD: &str = "kong.service.request.set_body";
-        let body = Value::encode(body).map_err(|reason| PdkError::Encode {
+        let encode_error = |reason| PdkError::Encode {
             method: METHOD.into(),
             reason,
-        })?;
+        };
+        let body = Value::encode(body).map_err(encode_error)?;
+        let content_type = match mimetype {
+            Some(given) => Some(given.to_owned()),
+            None => self.kong.request().get_header("content-type").await?,
+        };
+        if let Some(content_type) = content_type.filter(|t| is_json(t)) {
+            let text = json_text(&body).map_err(encode_error)?;
+            self.set_raw_body(text.as_bytes()).await?;
+            self.set_header("Content-Type", &content_type).await?;
+            return Ok(Some(true));
+        }
         self.kong
             .call(METHOD, &args([body, Value::from(mimetype)]))
             .await
@@ -182,6 +201,13 @@ impl ServiceRequest<'_> {
             .call("kong.service.request.disable_tls", &NO_ARGS)
             .await
     }
+}
+
+/// Whether Kong's `set_body` encodes this content type as JSON (its handler is keyed by
+/// the type without parameters).
+fn is_json(content_type: &str) -> bool {
+    let bare = content_type.split(';').next().unwrap_or_default().trim();
+    bare.eq_ignore_ascii_case("application/json")
 }
 
 /// `kong.service.response`, from [`Service::response`]. Phases: response (buffered
@@ -233,16 +259,22 @@ impl ServiceResponse<'_> {
     }
 
     /// `kong.service.response.get_body(mimetype, max_args)`: the upstream body parsed
-    /// (JSON, form...), `None` if it cannot be. Phase: response.
+    /// (JSON, form...), `None` if it cannot be. A `mimetype` of `None` with a `max_args`
+    /// goes as `false` (Kong reads `mimetype or <Content-Type>`): Lua would drop the
+    /// arguments after a nil. Phase: response.
     pub async fn get_body(
         &self,
         mimetype: Option<&str>,
         max_args: Option<u16>,
     ) -> PdkResult<Option<Value>> {
+        let mimetype = match (mimetype, max_args) {
+            (None, Some(_)) => Value::Bool(false),
+            (given, _) => Value::from(given),
+        };
         self.kong
             .call(
                 "kong.service.response.get_body",
-                &args([Value::from(mimetype), Value::from(max_args)]),
+                &args([mimetype, Value::from(max_args)]),
             )
             .await
     }

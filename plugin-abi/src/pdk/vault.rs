@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::Kong;
+use super::{Kong, NO_ARGS};
 use crate::{error::PdkResult, value::Value};
 
 /// `kong.vault`, from [`Kong::vault`].
@@ -61,5 +61,25 @@ impl Vault<'_> {
     /// All phases.
     pub async fn parse_reference(&self, s: &str) -> PdkResult<Option<VaultReference>> {
         self.kong.call("kong.vault.parse_reference", &(s,)).await
+    }
+
+    /// `kong.vault.flush()`: empties Kong's secret cache and starts rotating every secret
+    /// (Kong 3.3+). All phases.
+    pub async fn flush(&self) -> PdkResult<()> {
+        self.kong.call_unit("kong.vault.flush", &NO_ARGS).await
+    }
+
+    /// `kong.vault.update(options)`: `options` (values with a `$refs` map of vault
+    /// references) with each referenced value replaced by the secret's current value
+    /// (Kong 3.4+, experimental in Kong). All phases.
+    pub async fn update(&self, options: &Value) -> PdkResult<Value> {
+        let updated: Option<Value> = self.kong.call("kong.vault.update", &(options,)).await?;
+        Ok(updated.unwrap_or_default())
+    }
+
+    /// `kong.vault.warmup(input)`: resolves every vault reference among `input`'s keys and
+    /// values (nested tables included) into Kong's cache (Kong 3.5+). All phases.
+    pub async fn warmup(&self, input: &Value) -> PdkResult<()> {
+        self.kong.call_unit("kong.vault.warmup", &(input,)).await
     }
 }

@@ -19,8 +19,10 @@
 //! | `Option<T>` | `T`, not required |
 //!
 //! Attributes: a field is `required` unless it is an `Option` or has `#[serde(default)]`;
-//! serde defaults become `default` (nested records get their fields' defaults); doc comments
-//! become `description` (Kong takes 10 to 500 characters); `#[schemars(range(min, max))]`
+//! serde defaults become `default` (nested records get their fields' defaults; an enum's
+//! default needs the enum to implement `Serialize`, or the translation says what to add);
+//! doc comments become `description` (Kong takes 10 to 500 bytes: longer ones are cut,
+//! shorter ones left out; the daemon drops them all for Kong 3.0–3.3, see [`for_kong`]); `#[schemars(range(min, max))]`
 //! becomes `between`; `#[schemars(length(min, max))]` becomes `len_min`/`len_max`. Any other
 //! Kong attribute is written as `#[schemars(extend("x-kong-<attribute>" = value))]`, for
 //! example `extend("x-kong-match" = "^%w+$")` (Kong's `match` takes a *Lua* pattern, so
@@ -30,4 +32,6 @@ mod translate;
 mod validate;
 
 pub use translate::{SchemaError, config_record, record_from_json_schema};
-pub use validate::{SchemaViolation, validate_plugin_schema, validate_record};
+pub use validate::{
+    SchemaViolation, for_kong, validate_plugin_schema, validate_plugin_schema_for, validate_record,
+};

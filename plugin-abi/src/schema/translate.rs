@@ -6,6 +6,10 @@ use serde_json::{Map, Value, json};
 /// The largest integer Kong's Lua numbers hold exactly; bounds one-sided integer ranges.
 const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
 
+/// Kong's bounds on a field `description`, in bytes.
+const MIN_DESCRIPTION: usize = 10;
+const MAX_DESCRIPTION: usize = 500;
+
 /// Why a config type has no Kong schema.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("config schema, at `{path}`: {reason}")]
@@ -232,8 +236,27 @@ fn record(
         {
             set_default(&mut field.typedef, default.clone(), &field_path)?;
         }
-        if required.contains(&name.as_str()) && !field.nullable {
+        let is_required = required.contains(&name.as_str());
+        if is_required && !field.nullable {
             field.typedef["required"] = json!(true);
+        }
+        if !is_required
+            && !field.nullable
+            && field.typedef.get("one_of").is_some()
+            && field.typedef.get("default").is_none()
+        {
+            // schemars writes a `#[serde(default)]` value only for types that implement
+            // Serialize, and drops it silently otherwise: Kong would never see the default.
+            let shown = field.typedef["one_of"][0].clone();
+            return Err(error(
+                &field_path,
+                format!(
+                    "this enum field has #[serde(default)], but its default cannot be written \
+                     into Kong's schema because the enum does not implement serde::Serialize: \
+                     add `serde::Serialize` to the enum's #[derive] (keeping its #[serde(rename_all)]), \
+                     or give the default by hand with #[schemars(extend(\"default\" = {shown}))]"
+                ),
+            ));
         }
         fields.push(json!({ name.as_str(): field.typedef }));
     }
@@ -305,11 +328,18 @@ fn common_attributes(
         }
     }
     if let Some(description) = obj.get("description").and_then(Value::as_str) {
-        let description = description.trim();
-        // Kong's meta-schema refuses descriptions outside 10..=500 characters.
-        if description.chars().count() >= 10 {
-            let cut: String = description.chars().take(500).collect();
-            typedef["description"] = json!(cut);
+        let mut description = description.trim();
+        // Kong's meta-schema refuses descriptions outside 10..=500 bytes (Lua's `#`): cut
+        // long ones at a character boundary, leave out short ones.
+        if description.len() > MAX_DESCRIPTION {
+            let mut cut = MAX_DESCRIPTION;
+            while !description.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            description = description[..cut].trim_end();
+        }
+        if description.len() >= MIN_DESCRIPTION {
+            typedef["description"] = json!(description);
         }
     }
     for (key, value) in obj {
@@ -475,5 +505,76 @@ mod tests {
 
         let err = config_record::<Vec<String>>().unwrap_err();
         assert!(err.reason.contains("must be a struct"), "{err}");
+    }
+
+    #[test]
+    fn enum_defaults_reach_the_schema_or_say_what_to_add() {
+        #[derive(JsonSchema, Deserialize, Default)]
+        #[serde(rename_all = "snake_case")]
+        #[allow(dead_code)]
+        enum Mode {
+            #[default]
+            Fast,
+            Safe,
+        }
+        #[derive(JsonSchema, Deserialize)]
+        #[allow(dead_code)]
+        struct Unserializable {
+            #[serde(default)]
+            mode: Mode,
+        }
+        let err = config_record::<Unserializable>().unwrap_err();
+        assert_eq!(err.path, "mode");
+        assert!(err.reason.contains("add `serde::Serialize`"), "{err}");
+
+        #[derive(JsonSchema, Deserialize)]
+        #[allow(dead_code)]
+        struct ByHand {
+            #[serde(default)]
+            #[schemars(extend("default" = "fast"))]
+            mode: Mode,
+        }
+        let record = config_record::<ByHand>().unwrap();
+        assert_eq!(record["fields"][0]["mode"]["default"], "fast");
+
+        #[derive(JsonSchema, Deserialize, Serialize, Default)]
+        #[serde(rename_all = "snake_case")]
+        #[allow(dead_code)]
+        enum Serializable {
+            Fast,
+            #[default]
+            Safe,
+        }
+        #[derive(JsonSchema, Deserialize)]
+        #[allow(dead_code)]
+        struct Derived {
+            #[serde(default)]
+            mode: Serializable,
+        }
+        let record = config_record::<Derived>().unwrap();
+        assert_eq!(record["fields"][0]["mode"]["default"], "safe");
+    }
+
+    #[test]
+    fn descriptions_are_cut_in_bytes() {
+        /// Ééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééé.
+        #[derive(JsonSchema)]
+        #[allow(dead_code)]
+        struct Long {
+            /// Ééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééé.
+            text: String,
+            /// Ééééé
+            short: String,
+        }
+        let record = config_record::<Long>().unwrap();
+        let description = record["fields"][0]["text"]["description"].as_str().unwrap();
+        assert!(
+            description.len() <= 500 && description.len() >= 498,
+            "{}",
+            description.len()
+        );
+        // 5 characters, 10 bytes: enough for Kong.
+        assert_eq!(record["fields"][1]["short"]["description"], "Ééééé");
+        super::super::validate_record(&record).unwrap();
     }
 }

@@ -12,7 +12,9 @@ use crate::value::Value;
 ///
 /// Decoding accepts what Kong really sends: a value list, a single string, or `true` for a
 /// query flag without value (`?debug`, an empty list), and an empty array for an empty
-/// map. Header names from Kong are lowercase. A value that is not UTF-8 has its invalid
+/// map. A query argument given both as a flag and with values arrives as a list holding
+/// `true` for each flag occurrence (`?a&a=1` is `{"a": [true, "1"]}`): a flag adds no
+/// value, so that reads as `a: ["1"]` (and `contains("a")` either way). Header names from Kong are lowercase. A value that is not UTF-8 has its invalid
 /// bytes replaced by `U+FFFD`; read such a header with `get_header_bytes`. Sent to Kong, a one-value name becomes a
 /// plain string and a many-value name a list of strings, which every Kong version takes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -110,7 +112,8 @@ impl<'de> Deserialize<'de> for Multimap {
             match values {
                 Value::Bool(true) => {}
                 Value::Array(items) => {
-                    for item in items {
+                    // `true` is a flag occurrence (`?a&a=1`): present, without a value.
+                    for item in items.iter().filter(|item| **item != Value::Bool(true)) {
                         list.push(
                             text(item)
                                 .ok_or_else(|| {
@@ -160,6 +163,14 @@ mod tests {
         assert!(m.contains("flag") && m.get("flag").is_none());
         assert!(m.contains("t") && m.get_all("t").is_empty());
         assert_eq!(m.get("s"), Some("x"));
+        // `?a&a=1&b=2&b` in Kong: flags mixed with values.
+        let mixed = Value::map([
+            ("a", Value::Array(vec![Value::Bool(true), "1".into()])),
+            ("b", Value::Array(vec!["2".into(), Value::Bool(true)])),
+        ]);
+        let m: Multimap = rmp_serde::from_slice(&rmp_serde::to_vec(&mixed).unwrap()).unwrap();
+        assert_eq!(m.get_all("a"), ["1"]);
+        assert_eq!(m.get_all("b"), ["2"]);
         let empty: Multimap = rmp_serde::from_slice(&[0x90]).unwrap();
         assert!(empty.is_empty());
 

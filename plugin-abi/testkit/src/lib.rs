@@ -3,9 +3,13 @@
 //! Describe a request with [`TestRequest`], build your plugin with [`instance`], and run
 //! its phase handlers in-process with [`TestRequest::run`] or a [`Simulation`]. Every PDK
 //! call is answered from the described request, the way Kong would answer it (same
-//! shapes, same nils, the same refusals outside a call's phases), and everything the
+//! shapes, same nils, the same Lua errors outside a call's phases, from the phase table of
+//! `kong_rust_pdk::kong_versions` that `docs/pdk.md` is generated from; Kong's
+//! development branch unless [`TestRequest::kong_version`] names a release), and everything the
 //! plugin did is recorded: the client response, an exit, the upstream request, ctx
-//! values, log lines and every call with its arguments. No daemon, no socket, no runtime.
+//! values, log lines and every call with its arguments. No daemon, no socket. Handlers
+//! may await tokio futures (timers, sockets, clients built on tokio) as in the daemon:
+//! the PDK provides the runtime.
 //!
 //! ```toml
 //! [dev-dependencies]
@@ -61,7 +65,9 @@ use std::sync::Arc;
 
 pub use answer::{HOSTNAME, NODE_ID, PLUGIN_ID, START_TIME};
 pub use handler::HandlerFn;
-pub use record::{Call, ClientResponse, Exit, LogLine, PhaseOutcome, Recorded, UpstreamRequest};
+pub use record::{
+    Call, ClientResponse, Exit, LogLine, PhaseOutcome, Recorded, TelemetryLog, UpstreamRequest,
+};
 pub use request::{TestRequest, UpstreamResponse};
 pub use sim::Simulation;
 
@@ -70,7 +76,10 @@ use kong_rust_pdk::{ConfigError, Phase, Plugin};
 /// Builds an instance from a configuration, as the daemon does for Kong's
 /// `StartInstance` (the same decoding, the same errors).
 pub fn instance<P: Plugin>(config: serde_json::Value) -> Result<Arc<P>, ConfigError> {
-    kong_rust_pdk::__private::construct::<P>(&config.to_string()).map(Arc::new)
+    // In the runtime's context, as the daemon constructs plugins.
+    kong_rust_pdk::__private::runtime::Lease::process_wide()
+        .enter(|| kong_rust_pdk::__private::construct::<P>(&config.to_string()))
+        .map(Arc::new)
 }
 
 impl TestRequest {

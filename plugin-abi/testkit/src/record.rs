@@ -96,6 +96,19 @@ pub struct LogLine {
     pub message: String,
 }
 
+/// A `kong.telemetry.log` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryLog {
+    /// The plugin name given.
+    pub plugin_name: String,
+    /// The message type.
+    pub message_type: String,
+    /// The message, if any.
+    pub message: Option<String>,
+    /// The attributes table, if any.
+    pub attributes: Option<Value>,
+}
+
 /// One PDK call, with its decoded arguments.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Call {
@@ -113,8 +126,10 @@ pub struct PhaseOutcome {
     /// The phase.
     pub phase: Phase,
     /// `Ok` when the handler returned `Ok` or ended the request with an exit; `Err` with
-    /// the handler's error, its panic, or the error Kong raised for a call (e.g. a
-    /// function not available in this phase).
+    /// the handler's error, its panic, or the Lua error Kong raised for a call (e.g. a
+    /// function not available in this phase). Kong never answers a call that raised: it
+    /// abandons the event, and in `rewrite`, `access` and `response` the client gets 500
+    /// (which the simulation records as the response).
     pub result: Result<(), String>,
     /// Whether it ended the request (`kong.response.exit`/`error`).
     pub exited: bool,
@@ -142,6 +157,12 @@ pub struct Recorded {
     pub tls_actions: Vec<String>,
     /// Log lines, in order.
     pub logs: Vec<LogLine>,
+    /// `kong.telemetry.log` entries, in order.
+    pub telemetry_logs: Vec<TelemetryLog>,
+    /// Calls the configured Kong version lacks ([`TestRequest::kong_version`](super::TestRequest::kong_version)):
+    /// the function and the reason, answered with `PdkError::Unavailable` as the daemon
+    /// answers them under `--kong-version`, without reaching Kong.
+    pub refused_calls: Vec<(String, String)>,
     /// Every PDK call, in order.
     pub calls: Vec<Call>,
     /// Calls of functions the kit does not model (answered nil, as Kong answers a

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use kong_rust_pdk::{
     Value,
+    kong_versions::KongVersion,
     types::{Consumer, Credential, Multimap, Route, Service},
 };
 
@@ -36,6 +37,8 @@ pub struct TestRequest {
     pub(crate) vault: BTreeMap<String, String>,
     pub(crate) trusted_ips: Vec<String>,
     pub(crate) answers: BTreeMap<String, Option<Value>>,
+    pub(crate) kong_version: KongVersion,
+    pub(crate) gate_versions: bool,
 }
 
 impl Default for TestRequest {
@@ -72,6 +75,8 @@ impl TestRequest {
             vault: BTreeMap::new(),
             trusted_ips: Vec::new(),
             answers: BTreeMap::new(),
+            kong_version: KongVersion::HEAD,
+            gate_versions: false,
         };
         req.set_path(path);
         req
@@ -217,6 +222,16 @@ impl TestRequest {
     /// A secret `kong.vault.get(reference)` resolves to.
     pub fn vault_secret(mut self, reference: &str, secret: &str) -> Self {
         self.vault.insert(reference.to_owned(), secret.to_owned());
+        self
+    }
+
+    /// Plays Kong `version` instead of Kong's development branch, as the daemon does with
+    /// `--kong-version`: a function that release lacks fails at the call with
+    /// `PdkError::Unavailable` (recorded in `refused_calls`, never answered by Kong), and
+    /// phases are checked as that release checks them.
+    pub fn kong_version(mut self, version: KongVersion) -> Self {
+        self.kong_version = version;
+        self.gate_versions = true;
         self
     }
 

@@ -9,7 +9,10 @@ use super::{
     record::{Call, PhaseOutcome, Recorded},
 };
 use kong_rust_pdk::{
-    __private::driver::{EventDriver, Input, Step, ends_event},
+    __private::{
+        driver::{EventDriver, Input, Step, ends_event},
+        runtime::Lease,
+    },
     InstanceInfo, Phase, Plugin, Value,
 };
 
@@ -19,6 +22,8 @@ use kong_rust_pdk::{
 pub struct Simulation {
     pub(crate) request: TestRequest,
     pub(crate) recorded: Recorded,
+    /// What Kong keeps about the request besides its effects (`kong.log.inspect` on or off).
+    pub(crate) kong: answer::KongState,
 }
 
 impl Simulation {
@@ -26,7 +31,11 @@ impl Simulation {
     pub fn new(request: TestRequest) -> Simulation {
         let mut recorded = Recorded::default();
         answer::initialize(&request, &mut recorded);
-        Simulation { request, recorded }
+        Simulation {
+            request,
+            recorded,
+            kong: answer::KongState::default(),
+        }
     }
 
     /// The request described.
@@ -46,7 +55,7 @@ impl Simulation {
         let mut info = InstanceInfo::default();
         info.id = 1;
         let instance = Arc::new(info);
-        let mut driver = EventDriver::start(plugin.clone(), instance, phase);
+        let mut driver = EventDriver::start(plugin.clone(), instance, phase, Lease::process_wide());
         let (waker, unpark) = thread_waker();
         let mut reply: Option<Option<Vec<u8>>> = None;
         loop {
@@ -78,10 +87,27 @@ impl Simulation {
                     );
                 }
             };
+            if let Some(reason) = self.refusal(&method) {
+                // What the daemon's call gate answers under --kong-version.
+                self.recorded.refused_calls.push((method, reason.clone()));
+                reply = Some(Some(kong_rust_pdk::__private::encode_refusal(&reason)));
+                continue;
+            }
             let result = self.answer_call(phase, &method, &args);
             match result {
-                // Kong raised an error: the handler is aborted.
-                Err(reason) => return self.outcome(phase, Err(reason), false),
+                // Kong raised a Lua error: it never answers, the event is abandoned, and
+                // where a request is being served the client gets Kong's 500.
+                Err(reason) => {
+                    if matches!(phase, Phase::Rewrite | Phase::Access | Phase::Response) {
+                        self.recorded.response.status = 500;
+                        self.recorded.response.body =
+                            br#"{"message":"An unexpected error occurred"}"#.to_vec();
+                    }
+                    let reason = format!(
+                        "Kong raised a Lua error in {method} and abandoned the event: {reason}"
+                    );
+                    return self.outcome(phase, Err(reason), false);
+                }
                 Ok(_) if ends_event(&method) => return self.outcome(phase, Ok(()), true),
                 Ok(value) => {
                     reply =
@@ -108,8 +134,23 @@ impl Simulation {
         });
         match self.request.answers.get(method) {
             Some(fixed) => Ok(fixed.clone()),
-            None => answer::answer(&self.request, &mut self.recorded, phase, method, args),
+            None => answer::answer(
+                &self.request,
+                &mut self.recorded,
+                &mut self.kong,
+                phase,
+                method,
+                args,
+            ),
         }
+    }
+
+    /// Why the configured Kong version lacks `method`, if it does.
+    fn refusal(&self, method: &str) -> Option<String> {
+        if !self.request.gate_versions {
+            return None;
+        }
+        kong_rust_pdk::kong_versions::missing_function(method, self.request.kong_version)
     }
 
     /// Runs several phases in order, stopping at the first that fails.

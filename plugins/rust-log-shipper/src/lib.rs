@@ -3,12 +3,13 @@
 //!
 //! Its only phase is `log`, which Kong runs after the client has its response. Even
 //! there the handler never waits on the destination: it queues the record and returns.
-//! A thread owned by the constructed plugin ships batches of `batch_size` records, or
-//! fewer once the oldest has waited `flush_interval_ms`. A full queue drops records
-//! rather than slow Kong down; drops and failed batches are counted and reported in
-//! Kong's error log by the next request's handler (the flusher thread has no Kong to
-//! talk to). When Kong releases the instance (or the daemon reloads the plugin), the
-//! plugin is dropped: the thread ships what is queued and stops.
+//! A task owned by the constructed plugin, on the plugin library's tokio runtime, ships
+//! batches of `batch_size` records, or fewer once the oldest has waited
+//! `flush_interval_ms`, with an async HTTP client (or a file append on a blocking thread).
+//! A full queue drops records rather than slow Kong down; drops and failed batches are
+//! counted and reported in Kong's error log by the next request's handler (the flusher
+//! task has no Kong to talk to). When Kong releases the instance (or the daemon reloads
+//! the plugin), the plugin is dropped: the task ships what is queued and ends.
 
 pub mod shipper;
 pub mod sink;
@@ -82,7 +83,7 @@ pub enum Destination {
     Http,
 }
 
-/// One per distinct configuration; owns the queue and its flusher thread.
+/// One per distinct configuration; owns the queue that feeds its flusher task.
 pub struct LogShipper {
     shipper: Shipper,
 }
@@ -111,11 +112,9 @@ impl LogShipper {
                     .ok_or_else(|| ConfigError::rejected("destination `http` needs `endpoint`"))?;
                 check_endpoint(&endpoint)?;
                 let timeout = Duration::from_millis(u64::from(config.timeout_ms));
-                Ok(Box::new(HttpSink::new(
-                    endpoint,
-                    config.headers.clone(),
-                    timeout,
-                )))
+                let sink = HttpSink::new(endpoint, config.headers.clone(), timeout)
+                    .map_err(ConfigError::rejected)?;
+                Ok(Box::new(sink))
             }
         }
     }
@@ -153,9 +152,10 @@ impl Plugin for LogShipper {
             batch_size: config.batch_size as usize,
             flush_interval: Duration::from_millis(u64::from(config.flush_interval_ms)),
         };
-        let shipper = Shipper::start(sink, batching)
-            .map_err(|e| ConfigError::rejected(format!("cannot start the flusher thread: {e}")))?;
-        Ok(LogShipper { shipper })
+        // The constructor runs in the plugin runtime's context: the task is spawned there.
+        Ok(LogShipper {
+            shipper: Shipper::start(sink, batching),
+        })
     }
 
     async fn log(&self, kong: &Kong) -> PdkResult<()> {

@@ -1,21 +1,22 @@
-//! The bounded queue between request handlers and the flusher thread.
+//! The bounded queue between request handlers and the flusher task.
 //!
 //! Handlers must never wait on a slow file system or endpoint, so they only `try_send`
-//! into a bounded channel: a full queue drops the record and counts it. One thread per
-//! constructed plugin drains the queue into batches of `batch_size`, shipping a batch
-//! when it is full or when its oldest record has waited `flush_interval`. Dropping the
-//! [`Shipper`] closes the channel; the thread ships what is left and exits, and the drop
-//! waits for it, so no record accepted before an instance is released is lost.
+//! into a bounded channel: a full queue drops the record and counts it. One task per
+//! constructed plugin, on the plugin library's runtime, drains the queue into batches of
+//! `batch_size`, shipping a batch when it is full or when its oldest record has waited
+//! `flush_interval`. Dropping the [`Shipper`] closes the channel; the task ships what is
+//! left and ends (the runtime gives tasks time to finish even when the last plugin goes),
+//! so no record accepted before an instance is released is lost.
 
 use std::{
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
-        mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError},
     },
-    thread::JoinHandle,
-    time::{Duration, Instant},
+    time::Duration,
 };
+
+use tokio::sync::mpsc::{self, Receiver, Sender, error::TrySendError};
 
 use crate::sink::Sink;
 
@@ -97,40 +98,28 @@ pub struct Batching {
     pub flush_interval: Duration,
 }
 
-/// The handlers' end of the queue; owns the flusher thread.
+/// The handlers' end of the queue; the flusher task ends when it is dropped.
 pub struct Shipper {
-    sender: Option<SyncSender<String>>,
-    flusher: Option<JoinHandle<()>>,
+    sender: Sender<String>,
     stats: Arc<Stats>,
 }
 
 impl Shipper {
-    /// Starts the flusher thread for `sink`.
-    pub fn start(sink: Box<dyn Sink>, batching: Batching) -> std::io::Result<Shipper> {
-        let (sender, receiver) = mpsc::sync_channel(batching.queue_size);
+    /// Starts the flusher task for `sink`. Runs in a tokio runtime's context: the plugin
+    /// constructor's (the PDK provides it).
+    pub fn start(sink: Box<dyn Sink>, batching: Batching) -> Shipper {
+        let (sender, receiver) = mpsc::channel(batching.queue_size.max(1));
         let stats = Arc::new(Stats::default());
-        let flusher = std::thread::Builder::new()
-            .name("rust-log-shipper".into())
-            .spawn({
-                let stats = stats.clone();
-                move || flush_loop(receiver, sink, batching, &stats)
-            })?;
-        Ok(Shipper {
-            sender: Some(sender),
-            flusher: Some(flusher),
-            stats,
-        })
+        tokio::spawn(flush_loop(receiver, sink, batching, stats.clone()));
+        Shipper { sender, stats }
     }
 
     /// Queues one record without waiting; returns false (and counts it) when the queue
     /// is full.
     pub fn enqueue(&self, record: String) -> bool {
-        let Some(sender) = &self.sender else {
-            return false;
-        };
-        match sender.try_send(record) {
+        match self.sender.try_send(record) {
             Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+            Err(TrySendError::Full(_) | TrySendError::Closed(_)) => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 self.stats.unreported_drops.fetch_add(1, Ordering::Relaxed);
                 false
@@ -144,60 +133,49 @@ impl Shipper {
     }
 }
 
-impl Drop for Shipper {
-    fn drop(&mut self) {
-        // Closing the channel tells the thread to ship what is left and stop.
-        drop(self.sender.take());
-        if let Some(flusher) = self.flusher.take() {
-            // A panic in the thread has already lost its batch; nothing more to do here.
-            let _ = flusher.join();
-        }
-    }
-}
-
-fn flush_loop(
-    receiver: Receiver<String>,
+async fn flush_loop(
+    mut receiver: Receiver<String>,
     mut sink: Box<dyn Sink>,
     batching: Batching,
-    stats: &Stats,
+    stats: Arc<Stats>,
 ) {
     let mut batch: Vec<String> = Vec::with_capacity(batching.batch_size);
     // When the oldest record of the current batch must be shipped.
-    let mut deadline: Option<Instant> = None;
+    let mut deadline: Option<tokio::time::Instant> = None;
     loop {
         let received = match deadline {
-            None => receiver.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            Some(at) => receiver.recv_timeout(at.saturating_duration_since(Instant::now())),
-        };
-        match received {
-            Ok(record) => {
-                deadline.get_or_insert_with(|| Instant::now() + batching.flush_interval);
-                batch.push(record);
-                if batch.len() >= batching.batch_size {
-                    ship(&mut *sink, &mut batch, stats);
+            None => receiver.recv().await,
+            Some(at) => match tokio::time::timeout_at(at, receiver.recv()).await {
+                Ok(received) => received,
+                Err(_elapsed) => {
+                    ship(&mut *sink, &mut batch, &stats).await;
                     deadline = None;
+                    continue;
                 }
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                ship(&mut *sink, &mut batch, stats);
-                deadline = None;
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                ship(&mut *sink, &mut batch, stats);
-                return;
-            }
+            },
+        };
+        let Some(record) = received else {
+            // Closed: the plugin is gone. Ship what is left and end.
+            ship(&mut *sink, &mut batch, &stats).await;
+            return;
+        };
+        deadline.get_or_insert_with(|| tokio::time::Instant::now() + batching.flush_interval);
+        batch.push(record);
+        if batch.len() >= batching.batch_size {
+            ship(&mut *sink, &mut batch, &stats).await;
+            deadline = None;
         }
     }
 }
 
 /// Ships and empties `batch`. A failed batch is counted and dropped, not retried: a
 /// retry would hold up every later record behind an endpoint that is down.
-fn ship(sink: &mut dyn Sink, batch: &mut Vec<String>, stats: &Stats) {
+async fn ship(sink: &mut dyn Sink, batch: &mut Vec<String>, stats: &Stats) {
     if batch.is_empty() {
         return;
     }
     let count = batch.len() as u64;
-    match sink.ship(batch) {
+    match sink.ship(batch).await {
         Ok(()) => {
             stats.shipped.fetch_add(count, Ordering::Relaxed);
         }
@@ -217,29 +195,47 @@ fn ship(sink: &mut dyn Sink, batch: &mut Vec<String>, stats: &Stats) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::sink::ShipError;
+    use std::time::Instant;
 
-    /// Records batches; fails while `fail` is set; blocks while `gate` is held.
+    use super::*;
+    use crate::sink::{ShipError, ShipFuture};
+
+    /// Records batches; fails while `fail` is set; waits while `gate` is closed.
     #[derive(Clone, Default)]
     struct Probe {
         batches: Arc<Mutex<Vec<Vec<String>>>>,
-        gate: Arc<Mutex<()>>,
+        gate: Arc<tokio::sync::RwLock<()>>,
         fail: Arc<std::sync::atomic::AtomicBool>,
     }
 
     impl Sink for Probe {
-        fn ship(&mut self, batch: &[String]) -> Result<(), ShipError> {
-            let _open = self.gate.lock().unwrap();
-            if self.fail.load(Ordering::SeqCst) {
-                return Err(ShipError::File {
-                    path: "/probe".into(),
-                    source: std::io::Error::other("probe failure"),
-                });
-            }
-            self.batches.lock().unwrap().push(batch.to_vec());
-            Ok(())
+        fn ship<'a>(&'a mut self, batch: &'a [String]) -> ShipFuture<'a> {
+            Box::pin(async move {
+                let _open = self.gate.read().await;
+                if self.fail.load(Ordering::SeqCst) {
+                    return Err(ShipError::File {
+                        path: "/probe".into(),
+                        source: std::io::Error::other("probe failure"),
+                    });
+                }
+                self.batches.lock().unwrap().push(batch.to_vec());
+                Ok(())
+            })
         }
+    }
+
+    /// A runtime for the flusher task, as the plugin library's would be.
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn start(probe: &Probe, rt: &tokio::runtime::Runtime, batching: Batching) -> Shipper {
+        let _context = rt.enter();
+        Shipper::start(Box::new(probe.clone()), batching)
     }
 
     fn batching(queue_size: usize, batch_size: usize, flush_ms: u64) -> Batching {
@@ -260,8 +256,9 @@ mod tests {
 
     #[test]
     fn full_batches_ship_at_once_and_the_rest_on_drop() {
+        let rt = runtime();
         let probe = Probe::default();
-        let shipper = Shipper::start(Box::new(probe.clone()), batching(100, 2, 60_000)).unwrap();
+        let shipper = start(&probe, &rt, batching(100, 2, 60_000));
         for i in 0..5 {
             assert!(shipper.enqueue(format!("{i}")));
         }
@@ -269,6 +266,9 @@ mod tests {
             probe.batches.lock().unwrap().len() == 2
         });
         drop(shipper);
+        wait_for("the last batch", || {
+            probe.batches.lock().unwrap().len() == 3
+        });
         assert_eq!(
             *probe.batches.lock().unwrap(),
             [vec!["0", "1"], vec!["2", "3"], vec!["4"]]
@@ -277,14 +277,16 @@ mod tests {
 
     #[test]
     fn a_partial_batch_ships_after_the_flush_interval() {
+        let rt = runtime();
         let probe = Probe::default();
-        let shipper = Shipper::start(Box::new(probe.clone()), batching(100, 50, 20)).unwrap();
+        let shipper = start(&probe, &rt, batching(100, 50, 20));
         let queued = Instant::now();
         shipper.enqueue("alone".into());
         wait_for("the interval flush", || {
             probe.batches.lock().unwrap().len() == 1
         });
         assert!(queued.elapsed() >= Duration::from_millis(20));
+        wait_for("the count", || shipper.stats().totals().shipped == 1);
         assert_eq!(
             shipper.stats().totals(),
             Totals {
@@ -297,30 +299,34 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_and_counts_without_blocking() {
+        let rt = runtime();
         let probe = Probe::default();
-        let gate = probe.gate.lock().unwrap();
-        let shipper = Shipper::start(Box::new(probe.clone()), batching(2, 1, 60_000)).unwrap();
+        let gate = probe.gate.clone().try_write_owned().unwrap();
+        let shipper = start(&probe, &rt, batching(2, 1, 60_000));
         let started = Instant::now();
         let accepted = (0..10).filter(|i| shipper.enqueue(format!("{i}"))).count();
         assert!(
             started.elapsed() < Duration::from_secs(1),
             "enqueue never waits"
         );
-        // At most one record in the blocked sink and two queued.
+        // At most one record in the waiting sink and two queued.
         assert!((2..=3).contains(&accepted), "{accepted}");
         let report = shipper.stats().take_report().expect("drops are reported");
         assert_eq!(report.dropped, 10 - accepted as u64);
         assert_eq!(shipper.stats().take_report(), None, "reported once");
         drop(gate);
         drop(shipper);
-        assert_eq!(probe.batches.lock().unwrap().len(), accepted);
+        wait_for("the queued records", || {
+            probe.batches.lock().unwrap().len() == accepted
+        });
     }
 
     #[test]
     fn failed_batches_are_counted_and_reported_with_the_error() {
+        let rt = runtime();
         let probe = Probe::default();
         probe.fail.store(true, Ordering::SeqCst);
-        let shipper = Shipper::start(Box::new(probe.clone()), batching(10, 3, 60_000)).unwrap();
+        let shipper = start(&probe, &rt, batching(10, 3, 60_000));
         for i in 0..3 {
             shipper.enqueue(format!("{i}"));
         }
@@ -331,6 +337,9 @@ mod tests {
         probe.fail.store(false, Ordering::SeqCst);
         shipper.enqueue("3".into());
         drop(shipper);
+        wait_for("the later batch", || {
+            !probe.batches.lock().unwrap().is_empty()
+        });
         assert_eq!(
             *probe.batches.lock().unwrap(),
             [vec!["3"]],

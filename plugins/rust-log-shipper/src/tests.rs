@@ -90,6 +90,14 @@ fn ships_json_lines_to_a_file_and_flushes_on_drop() {
     assert!(!file.exists());
     // ...and everything queued is shipped when the instance goes away.
     drop(plugin);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&file).map_or(0, |t| t.lines().count()) < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing shipped on drop"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let text = std::fs::read_to_string(&file).unwrap();
     let uris: Vec<String> = text
         .lines()

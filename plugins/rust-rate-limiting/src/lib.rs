@@ -32,7 +32,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use redis_store::{RedisConfig, RedisCounters};
-use store::{Counter, Keys, LocalCounters};
+use store::{Counter, Keys, LocalCounters, StoreFuture};
 use window::{Counts, Decision, Slot, WindowKind};
 
 /// The body of the 429 answer, as Kong's own rate limiting answers.
@@ -238,7 +238,7 @@ impl Plugin for RateLimiter {
         let now_ms = (self.clock)();
         let slot = Slot::at(now_ms, u64::from(self.config.window_seconds) * 1000);
         let keys = self.keys(&scope(kong.instance()), &client, slot);
-        let counts = match self.counters.hit(&keys, now_ms) {
+        let counts = match self.counters.hit(&keys, now_ms).await {
             Ok(counts) => counts,
             Err(e) if self.config.fault_tolerant => {
                 return kong
@@ -260,7 +260,7 @@ impl Plugin for RateLimiter {
         };
         let decision = window::decide(self.config.window, self.config.limit, counts, slot);
         if !decision.allowed
-            && let Err(e) = self.counters.refund(&keys, now_ms)
+            && let Err(e) = self.counters.refund(&keys, now_ms).await
         {
             // The verdict stands; the client's count just stays one higher.
             kong.log()
@@ -289,12 +289,12 @@ fn exceeded_body() -> std::collections::BTreeMap<&'static str, &'static str> {
 struct SharedLocal;
 
 impl Counter for SharedLocal {
-    fn hit(&self, keys: &Keys, now_ms: u64) -> Result<Counts, store::StoreError> {
-        LocalCounters::shared().hit(keys, now_ms)
+    fn hit<'a>(&'a self, keys: &'a Keys, now_ms: u64) -> StoreFuture<'a, Counts> {
+        Counter::hit(LocalCounters::shared(), keys, now_ms)
     }
 
-    fn refund(&self, keys: &Keys, now_ms: u64) -> Result<(), store::StoreError> {
-        LocalCounters::shared().refund(keys, now_ms)
+    fn refund<'a>(&'a self, keys: &'a Keys, now_ms: u64) -> StoreFuture<'a, ()> {
+        Counter::refund(LocalCounters::shared(), keys, now_ms)
     }
 }
 

@@ -1,9 +1,9 @@
 //! Counters in Redis, shared by every Kong node that uses the same server.
 //!
-//! Blocking `redis` connections, on purpose: the daemon runs each handler on its
-//! connection's own thread, so a Redis round trip (bounded by `timeout_ms`) holds up only
-//! the request it serves. Connections are kept in a small idle pool so concurrent requests
-//! do not queue behind one socket.
+//! An async, multiplexed connection on the plugin library's runtime: concurrent requests
+//! pipeline their commands on one socket, and a request waiting for Redis holds no thread
+//! (the daemon serves other events meanwhile). Connecting and each command are bounded
+//! by `timeout_ms`.
 
 use std::{
     sync::{Mutex, PoisonError},
@@ -11,19 +11,16 @@ use std::{
 };
 
 use redis::{
-    ConnectionAddr, ConnectionInfo, ConnectionLike, IntoConnectionInfo, RedisConnectionInfo,
+    AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo,
+    aio::MultiplexedConnection,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    store::{Counter, Keys, StoreError},
+    store::{Counter, Keys, StoreFuture},
     window::Counts,
 };
-
-/// Idle connections kept per constructed plugin; more are opened under load and closed
-/// after use.
-const MAX_IDLE: usize = 8;
 
 /// Where the Redis server is (used by `policy = redis`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -73,8 +70,10 @@ pub struct RedisError {
 pub struct RedisCounters {
     client: redis::Client,
     addr: String,
-    timeout: Duration,
-    idle: Mutex<Vec<redis::Connection>>,
+    settings: AsyncConnectionConfig,
+    /// The shared connection, once made; dropped when it fails, and made again by the
+    /// next request.
+    connection: Mutex<Option<MultiplexedConnection>>,
 }
 
 impl RedisCounters {
@@ -98,11 +97,14 @@ impl RedisCounters {
             addr: addr.clone(),
             source,
         })?;
+        let timeout = Some(Duration::from_millis(u64::from(config.timeout_ms)));
         Ok(RedisCounters {
             client,
             addr,
-            timeout: Duration::from_millis(u64::from(config.timeout_ms)),
-            idle: Mutex::new(Vec::new()),
+            settings: AsyncConnectionConfig::new()
+                .set_connection_timeout(timeout)
+                .set_response_timeout(timeout),
+            connection: Mutex::new(None),
         })
     }
 
@@ -113,88 +115,91 @@ impl RedisCounters {
         }
     }
 
-    fn connect(&self) -> Result<redis::Connection, RedisError> {
-        let conn = self
-            .client
-            .get_connection_with_timeout(self.timeout)
-            .map_err(|e| self.error(e))?;
-        conn.set_read_timeout(Some(self.timeout))
-            .map_err(|e| self.error(e))?;
-        conn.set_write_timeout(Some(self.timeout))
-            .map_err(|e| self.error(e))?;
-        Ok(conn)
-    }
-
-    /// Runs `op` on an idle connection or a new one. A pooled connection that turns out
-    /// dead (Redis restarted) is dropped and `op` retried once on a fresh one, so a Redis
-    /// restart costs no failed request; a connection that failed is never pooled again.
-    fn with_connection<T>(
-        &self,
-        op: impl Fn(&mut redis::Connection) -> redis::RedisResult<T>,
-    ) -> Result<T, RedisError> {
-        let pooled = self
-            .idle
+    fn shared(&self) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
+        self.connection
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .pop();
-        let (conn, result) = match pooled {
-            Some(mut conn) => match op(&mut conn) {
-                Err(e) if e.is_io_error() || e.is_connection_dropped() => {
-                    let mut fresh = self.connect()?;
-                    let result = op(&mut fresh);
-                    (fresh, result)
-                }
-                result => (conn, result),
-            },
-            None => {
-                let mut fresh = self.connect()?;
-                let result = op(&mut fresh);
-                (fresh, result)
-            }
-        };
-        let value = result.map_err(|e| self.error(e))?;
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < MAX_IDLE && conn.is_open() {
-            idle.push(conn);
-        }
-        Ok(value)
     }
-}
 
-impl Counter for RedisCounters {
-    fn hit(&self, keys: &Keys, _now_ms: u64) -> Result<Counts, StoreError> {
+    async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
+        let fresh = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.settings)
+            .await
+            .map_err(|e| self.error(e))?;
+        *self.shared() = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// Runs `pipe` on the shared connection, making it first if needed. A connection that
+    /// turns out dead (Redis restarted) is dropped and `pipe` retried once on a fresh
+    /// one, so a Redis restart costs no failed request. A timeout is not retried: that
+    /// would double the wait.
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, RedisError> {
+        let shared = self.shared().clone();
+        let (mut conn, fresh) = match shared {
+            Some(conn) => (conn, false),
+            None => (self.connect().await?, true),
+        };
+        match pipe.query_async(&mut conn).await {
+            Err(e)
+                if !fresh && !e.is_timeout() && (e.is_io_error() || e.is_connection_dropped()) =>
+            {
+                *self.shared() = None;
+                let mut conn = self.connect().await?;
+                pipe.query_async(&mut conn).await.map_err(|e| self.error(e))
+            }
+            Err(e) => {
+                if e.is_io_error() || e.is_connection_dropped() {
+                    *self.shared() = None;
+                }
+                Err(self.error(e))
+            }
+            Ok(value) => Ok(value),
+        }
+    }
+
+    async fn count(&self, keys: &Keys) -> Result<Counts, RedisError> {
         let ttl = i64::try_from(keys.ttl_ms).unwrap_or(i64::MAX);
         // One atomic round trip: count, renew the expiry, read the previous window.
-        let counts: Vec<Option<u64>> = self.with_connection(|conn| {
-            let mut pipe = redis::pipe();
-            pipe.atomic()
-                .incr(&keys.current, 1)
-                .pexpire(&keys.current, ttl)
-                .ignore();
-            if let Some(previous) = &keys.previous {
-                pipe.get(previous);
-            }
-            pipe.query(conn)
-        })?;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .incr(&keys.current, 1)
+            .pexpire(&keys.current, ttl)
+            .ignore();
+        if let Some(previous) = &keys.previous {
+            pipe.get(previous);
+        }
+        let counts: Vec<Option<u64>> = self.query(&pipe).await?;
         Ok(Counts {
             current: counts.first().copied().flatten().unwrap_or(0),
             previous: counts.get(1).copied().flatten().unwrap_or(0),
         })
     }
 
-    fn refund(&self, keys: &Keys, _now_ms: u64) -> Result<(), StoreError> {
+    async fn take_back(&self, keys: &Keys) -> Result<(), RedisError> {
         let ttl = i64::try_from(keys.ttl_ms).unwrap_or(i64::MAX);
         // The expiry is renewed too: had the counter expired since `hit`, DECR would
         // recreate it without one.
-        self.with_connection(|conn| {
-            redis::pipe()
-                .atomic()
-                .decr(&keys.current, 1)
-                .ignore()
-                .pexpire(&keys.current, ttl)
-                .ignore()
-                .query::<()>(conn)
-        })?;
-        Ok(())
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .decr(&keys.current, 1)
+            .ignore()
+            .pexpire(&keys.current, ttl)
+            .ignore();
+        self.query::<()>(&pipe).await
+    }
+}
+
+impl Counter for RedisCounters {
+    fn hit<'a>(&'a self, keys: &'a Keys, _now_ms: u64) -> StoreFuture<'a, Counts> {
+        Box::pin(async move { Ok(self.count(keys).await?) })
+    }
+
+    fn refund<'a>(&'a self, keys: &'a Keys, _now_ms: u64) -> StoreFuture<'a, ()> {
+        Box::pin(async move { Ok(self.take_back(keys).await?) })
     }
 }

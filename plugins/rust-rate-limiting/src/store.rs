@@ -10,6 +10,8 @@
 
 use std::{
     collections::HashMap,
+    future::{Future, ready},
+    pin::Pin,
     sync::{LazyLock, Mutex, PoisonError},
 };
 
@@ -36,14 +38,18 @@ pub enum StoreError {
     Redis(#[from] RedisError),
 }
 
+/// What a [`Counter`] operation returns: awaited by the handler, so a store that talks
+/// to a server holds no thread while it waits.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
 /// A store of request counters, shared by concurrent requests.
 pub trait Counter: Send + Sync {
     /// Counts one request in `keys.current`; returns that count (this request included)
     /// and the count of `keys.previous` (0 when absent or expired).
-    fn hit(&self, keys: &Keys, now_ms: u64) -> Result<Counts, StoreError>;
+    fn hit<'a>(&'a self, keys: &'a Keys, now_ms: u64) -> StoreFuture<'a, Counts>;
 
     /// Takes back one request counted by [`hit`](Counter::hit) in `keys.current`.
-    fn refund(&self, keys: &Keys, now_ms: u64) -> Result<(), StoreError>;
+    fn refund<'a>(&'a self, keys: &'a Keys, now_ms: u64) -> StoreFuture<'a, ()>;
 }
 
 /// How often, at most, [`LocalCounters`] drops expired counters (ms).
@@ -100,8 +106,9 @@ impl LocalCounters {
     }
 }
 
-impl Counter for LocalCounters {
-    fn hit(&self, keys: &Keys, now_ms: u64) -> Result<Counts, StoreError> {
+impl LocalCounters {
+    /// [`Counter::hit`], at once.
+    pub fn hit(&self, keys: &Keys, now_ms: u64) -> Result<Counts, StoreError> {
         let mut inner = self.lock();
         if now_ms >= inner.next_sweep_ms {
             inner.counters.retain(|_, e| e.expires_at_ms > now_ms);
@@ -128,11 +135,22 @@ impl Counter for LocalCounters {
         })
     }
 
-    fn refund(&self, keys: &Keys, _now_ms: u64) -> Result<(), StoreError> {
+    /// [`Counter::refund`], at once.
+    pub fn refund(&self, keys: &Keys, _now_ms: u64) -> Result<(), StoreError> {
         if let Some(entry) = self.lock().counters.get_mut(&keys.current) {
             entry.count = entry.count.saturating_sub(1);
         }
         Ok(())
+    }
+}
+
+impl Counter for LocalCounters {
+    fn hit<'a>(&'a self, keys: &'a Keys, now_ms: u64) -> StoreFuture<'a, Counts> {
+        Box::pin(ready(LocalCounters::hit(self, keys, now_ms)))
+    }
+
+    fn refund<'a>(&'a self, keys: &'a Keys, now_ms: u64) -> StoreFuture<'a, ()> {
+        Box::pin(ready(LocalCounters::refund(self, keys, now_ms)))
     }
 }
 

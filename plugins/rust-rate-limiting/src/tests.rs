@@ -78,12 +78,12 @@ fn allows_the_limit_then_answers_429_with_the_quota_headers() {
     let refused = fx.run(from_ip("198.51.100.1"));
     let exit = refused.exit.as_ref().expect("the third request is refused");
     assert_eq!(exit.status, 429);
+    // The JSON body goes to Kong as JSON text, with Kong's JSON content type.
+    let body: serde_json::Value = serde_json::from_slice(&refused.response.body).unwrap();
+    assert_eq!(body["message"], EXCEEDED_MESSAGE);
     assert_eq!(
-        exit.body
-            .as_ref()
-            .and_then(|b| b.get("message"))
-            .and_then(Value::as_str),
-        Some(EXCEEDED_MESSAGE)
+        exit.headers.get("Content-Type"),
+        Some("application/json; charset=utf-8")
     );
     assert_eq!(exit.headers.get("RateLimit-Remaining"), Some("0"));
     assert_eq!(exit.headers.get("Retry-After"), Some("50"));
@@ -203,7 +203,8 @@ fn header_styles() {
     assert!(!sim.methods().contains(&"kong.response.set_headers"));
     let refused = fx.run(from_ip("198.51.100.1"));
     let exit = refused.exit.as_ref().unwrap();
-    assert_eq!(exit.headers.len(), 1, "{:?}", exit.headers);
+    // Retry-After, and the content type of the JSON body.
+    assert_eq!(exit.headers.len(), 2, "{:?}", exit.headers);
     assert_eq!(exit.headers.get("Retry-After"), Some("50"));
 }
 
@@ -211,11 +212,11 @@ fn header_styles() {
 struct Broken;
 
 impl Counter for Broken {
-    fn hit(&self, _: &Keys, _: u64) -> Result<Counts, StoreError> {
-        Err(broken())
+    fn hit<'a>(&'a self, _: &'a Keys, _: u64) -> StoreFuture<'a, Counts> {
+        Box::pin(std::future::ready(Err(broken())))
     }
-    fn refund(&self, _: &Keys, _: u64) -> Result<(), StoreError> {
-        Err(broken())
+    fn refund<'a>(&'a self, _: &'a Keys, _: u64) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(Err(broken())))
     }
 }
 
@@ -269,11 +270,11 @@ fn a_failing_store_refuses_requests_otherwise() {
 struct RefundFails(LocalCounters);
 
 impl Counter for RefundFails {
-    fn hit(&self, keys: &Keys, now_ms: u64) -> Result<Counts, StoreError> {
-        self.0.hit(keys, now_ms)
+    fn hit<'a>(&'a self, keys: &'a Keys, now_ms: u64) -> StoreFuture<'a, Counts> {
+        Counter::hit(&self.0, keys, now_ms)
     }
-    fn refund(&self, _: &Keys, _: u64) -> Result<(), StoreError> {
-        Err(broken())
+    fn refund<'a>(&'a self, _: &'a Keys, _: u64) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(Err(broken())))
     }
 }
 

@@ -1,18 +1,19 @@
 //! `--dump-plugin NAME` and `--dump-all-plugins`: what Kong's query command prints.
 
 use anyhow::bail;
+use kong_rust_pdk::kong_versions::QueryOutput;
 use kong_rust_pluginserver::{
     dump::Dump,
     loader::{self, LoadOptions, Scan},
     settings::Settings,
 };
 
-/// Loads for the dump and kong-conf: in place, read-only, checks applied; skipped files
-/// are logged on stderr (stdout stays pure JSON).
+/// Loads for the dump and kong-conf: read-only, checks applied; skipped files are logged
+/// on stderr (stdout stays pure JSON).
 pub fn load(settings: &Settings) -> anyhow::Result<Scan> {
     let options = LoadOptions {
-        copy_dir: None,
         allow_insecure: settings.allow_insecure_plugins,
+        kong_version: settings.kong_version,
     };
     let scan = loader::scan(&settings.plugins_directory, &options)?;
     for failure in &scan.failures {
@@ -43,7 +44,10 @@ pub fn one(settings: &Settings, name: &str) -> anyhow::Result<()> {
             }
         );
     };
-    super::print_json(&Dump::of([&plugin.manifest]).speaking(settings.protocol.dump_name()))
+    super::print_json(
+        &Dump::for_kong([&plugin.manifest], settings.kong())
+            .speaking(settings.protocol.dump_name()),
+    )
 }
 
 /// Prints every plugin's description, by name. No usable plugin is an error: Kong would
@@ -58,5 +62,18 @@ pub fn all(settings: &Settings) -> anyhow::Result<()> {
     }
     let mut manifests: Vec<_> = scan.plugins.values().map(|p| &p.manifest).collect();
     manifests.sort_by(|a, b| a.name.cmp(&b.name));
-    super::print_json(&Dump::of(manifests).speaking(settings.protocol.dump_name()))
+    let first_only = settings
+        .kong_version
+        .is_some_and(|v| v.behaviour().query == QueryOutput::FirstPluginOnly);
+    if first_only && manifests.len() > 1 {
+        tracing::warn!(
+            "Kong {} reads only the first plugin of a query's output ({}): give each plugin \
+             its own pluginserver entry with --dump-plugin NAME (kong-conf prints them)",
+            settings.kong(),
+            manifests[0].name
+        );
+    }
+    super::print_json(
+        &Dump::for_kong(manifests, settings.kong()).speaking(settings.protocol.dump_name()),
+    )
 }

@@ -2,7 +2,9 @@
 //! the library.
 
 mod dump;
+pub mod invocation;
 mod kong_conf;
+mod links;
 mod new;
 mod serve;
 mod status;
@@ -23,6 +25,10 @@ use kong_rust_pluginserver::settings::{Settings, SettingsArgs};
 ///
 /// Several daemons started for the same plugins directory and prefix agree on one: the
 /// first serves every plugin, the others stand by and take over if it dies.
+///
+/// Run through a link named after a plugin (`links` makes them), the binary is that
+/// plugin's drop-in executable for Kong's defaults: `NAME -dump` prints its dump, `NAME`
+/// serves (settings from KONG_PREFIX and /etc/kong-rust-pluginserver.toml).
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 pub struct Cli {
@@ -57,6 +63,9 @@ pub struct Cli {
 enum Command {
     /// Print the kong.conf lines that serve every plugin of the plugins directory.
     KongConf(kong_conf::Args),
+    /// Create or refresh a link per plugin to this binary in Kong's bin directory, so
+    /// Kong's default pluginserver commands run it (`NAME`, `NAME -dump`, `query_NAME`).
+    Links(links::Args),
     /// Show what a running daemon serves: plugins, versions, instances, counters.
     Status(status::Args),
     /// Play Kong for one event: run a plugin's phase handler against a described request
@@ -70,6 +79,7 @@ enum Command {
 pub fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::KongConf(args)) => kong_conf::run(&settings, args),
+        Some(Command::Links(args)) => links::run(&settings, args),
         Some(Command::Status(args)) => status::run(&settings, args),
         Some(Command::Try(args)) => try_event::run(&settings, args),
         Some(Command::New(args)) => new::run(args),

@@ -30,7 +30,7 @@ use kong_rust_pluginserver_protocol::frame;
 use sync_wrapper::SyncWrapper;
 
 use super::{
-    Daemon, EventIds, Scope,
+    Daemon, EventIds, PluginEntry, Scope,
     instances::{Instance, UnknownInstance},
 };
 use crate::waitable::WaitableCount;
@@ -82,6 +82,9 @@ pub enum FailureReason {
     /// A Step for an event this daemon does not have: it finished, was reaped, or ran in
     /// a daemon that is gone.
     UnknownEvent,
+    /// The plugin refused the instance's configuration, and the Kong served (3.0) cannot
+    /// be told at StartInstance.
+    ConfigRefused,
 }
 
 impl FailureReason {
@@ -93,6 +96,7 @@ impl FailureReason {
             FailureReason::NoHandler => "no_handler",
             FailureReason::Overloaded => "overloaded",
             FailureReason::UnknownEvent => "unknown_event",
+            FailureReason::ConfigRefused => "config_refused",
         }
     }
 
@@ -201,7 +205,28 @@ impl Daemon {
         event_name: &[u8],
         reply: impl FnOnce(u64, EventReply<'_>) -> R,
     ) -> Result<R, StartEventError> {
-        let instance = self.instance(scope, instance_id)?;
+        let instance = match self.instance(scope, instance_id) {
+            Ok(instance) => instance,
+            Err(unknown) => {
+                let (plugin, reason) = self.refused_instance(scope, instance_id).ok_or(unknown)?;
+                let phase = Phase::from_name(event_name).ok_or_else(|| NotAPhase {
+                    plugin: plugin.name().to_owned(),
+                    event: String::from_utf8_lossy(event_name).into_owned(),
+                })?;
+                let event_id = self.event_ids.next(phase);
+                plugin.metrics().phase(phase).events.inc();
+                let message = format!("the plugin refused this instance's configuration: {reason}");
+                return Ok(self.fail(
+                    &plugin,
+                    instance_id,
+                    phase,
+                    event_id,
+                    FailureReason::ConfigRefused,
+                    &message,
+                    reply,
+                ));
+            }
+        };
         instance.last_used.store(self.now_ms(), Ordering::Relaxed);
         let plugin = &instance.plugin;
         let Some(phase) = Phase::from_name(event_name) else {
@@ -217,7 +242,8 @@ impl Daemon {
         if !plugin.implements(phase) {
             let reason = format!("the plugin does not implement the {phase} phase");
             return Ok(self.fail(
-                &instance,
+                &instance.plugin,
+                instance.id,
                 phase,
                 event_id,
                 FailureReason::NoHandler,
@@ -233,7 +259,8 @@ impl Daemon {
                 self.limits.max_events_per_instance
             );
             return Ok(self.fail(
-                &instance,
+                &instance.plugin,
+                instance.id,
                 phase,
                 event_id,
                 FailureReason::Overloaded,
@@ -250,7 +277,15 @@ impl Daemon {
                     FailureReason::Error
                 };
                 let message = err.message.into_string();
-                return Ok(self.fail(&instance, phase, event_id, why, &message, reply));
+                return Ok(self.fail(
+                    &instance.plugin,
+                    instance.id,
+                    phase,
+                    event_id,
+                    why,
+                    &message,
+                    reply,
+                ));
             }
         };
         let event = Event::new(self.live.clone(), instance.clone(), phase, handle);
@@ -353,8 +388,8 @@ impl Daemon {
                     EventPoll::Pending => return Poll::Pending,
                     EventPoll::Call { method, args } => {
                         let method = method.as_str();
-                        let gate = self.call_gate.as_deref();
-                        if let Some(reason) = gate.and_then(|gate| gate.refuse(method)) {
+                        let refused = self.call_gates.iter().find_map(|g| g.refuse(method));
+                        if let Some(reason) = refused {
                             // Answered here, without Kong; the handler runs on.
                             tracing::debug!(
                                 plugin = %event.instance.plugin.name(),
@@ -429,7 +464,15 @@ impl Daemon {
                     .duration
                     .observe(event.started.elapsed().as_secs_f64());
                 let reply = reply.take().expect("a failed poll did not reply");
-                return self.fail(&event.instance, event.phase, event_id, why, &message, reply);
+                return self.fail(
+                    &event.instance.plugin,
+                    event.instance.id,
+                    event.phase,
+                    event_id,
+                    why,
+                    &message,
+                    reply,
+                );
             }
         }
         answered.expect("every stop but a failure replies")
@@ -437,16 +480,17 @@ impl Daemon {
 
     /// Logs and counts a failure of `instance`'s event, and replies as the plugin's failure
     /// policy and the phase say: end the request, or let it go on.
+    #[allow(clippy::too_many_arguments)]
     fn fail<R>(
         &self,
-        instance: &Instance,
+        plugin: &PluginEntry,
+        instance_id: u64,
         phase: Phase,
         event_id: u64,
         why: FailureReason,
         message: &str,
         reply: impl FnOnce(u64, EventReply<'_>) -> R,
     ) -> R {
-        let plugin = &instance.plugin;
         let policy = plugin.manifest().on_failure;
         let answer = settle(why, phase, policy);
         let metrics = plugin.metrics();
@@ -456,10 +500,10 @@ impl Daemon {
         }
         self.metrics
             .count_failure(plugin.name(), phase, why.label(), action_label(&answer));
-        tracing::warn!(
+        crate::warn_throttled!(crate::log_throttle::EVENTS,
             plugin = %plugin.name(),
             phase = %phase,
-            instance = instance.id,
+            instance = instance_id,
             event = event_id,
             reason = why.label(),
             "{message}; {}",
@@ -482,7 +526,7 @@ impl Daemon {
         let name = plugin.as_ref().map_or("(any)", |p| p.name());
         let Some(phase) = EventIds::phase_of(event_id) else {
             // Not an id this daemon issues; there is no phase to end.
-            tracing::warn!(plugin = %name, event = event_id, reason = "unknown_event",
+            crate::warn_throttled!(crate::log_throttle::EVENTS, plugin = %name, event = event_id, reason = "unknown_event",
                 "a Step for an event id no daemon issued; reporting it finished");
             return reply(event_id, EventReply::Done);
         };
@@ -496,7 +540,7 @@ impl Daemon {
             FailureReason::UnknownEvent.label(),
             action_label(&answer),
         );
-        tracing::warn!(
+        crate::warn_throttled!(crate::log_throttle::EVENTS,
             plugin = %name,
             phase = %phase,
             event = event_id,
@@ -553,7 +597,7 @@ impl Daemon {
                 reaped += 1;
                 let plugin = &event.instance.plugin;
                 plugin.metrics().phase(event.phase).abandoned.inc();
-                tracing::warn!(
+                crate::warn_throttled!(crate::log_throttle::EVENTS,
                     plugin = %plugin.name(),
                     instance = event.instance.id,
                     phase = %event.phase,

@@ -10,7 +10,8 @@
 //! - `instances`: `StartInstance`, `CloseInstance`, `InstanceStatus`, idle expiry;
 //! - `events`: `HandleEvent`, `Step`, failing closed, eviction and reaping;
 //! - `status`: what `GetStatus`, `status` and the metrics report;
-//! - `protobuf_gate`: the PDK calls ProtoBuf:1 cannot carry, refused before Kong sees them.
+//! - `protobuf_gate`: the PDK calls ProtoBuf:1 cannot carry, refused before Kong sees them;
+//! - `version_gate`: the daemon set up for the Kong release it serves (`--kong-version`).
 
 mod events;
 mod ids;
@@ -18,7 +19,9 @@ mod instance_config;
 mod instances;
 mod plugins;
 mod protobuf_gate;
+mod refused;
 mod status;
+mod version_gate;
 
 use std::{
     collections::HashMap,
@@ -40,6 +43,7 @@ pub use instances::{InstanceStatus, StartError, UnknownInstance};
 pub use plugins::{PluginEntry, PluginSlot, Scope};
 pub use protobuf_gate::OutsideProtobuf;
 pub use status::{DaemonStatus, PluginStatus};
+pub use version_gate::VersionGate;
 
 use crate::waitable::WaitableCount;
 use crate::{
@@ -74,10 +78,15 @@ pub struct Daemon {
     /// Set when a successor is ready: connections go to it at their next request that is
     /// not a Step of one of this daemon's events.
     handing_over: AtomicBool,
-    /// Checks PDK calls before they go to Kong (none: every call goes).
-    call_gate: Option<Box<dyn CallGate>>,
+    /// Check PDK calls before they go to Kong, in order; the first refusal wins (none:
+    /// every call goes). The Kong version served and the protocol each add one.
+    call_gates: Vec<Box<dyn CallGate>>,
     /// What the plugin sockets speak.
     protocol: Protocol,
+    /// Kong 3.0: a configuration the plugin refuses still gets an instance (`refused`).
+    accept_refused_configs: bool,
+    /// Those instances, by id.
+    refused: DashMap<u64, refused::RefusedInstance, FxBuildHasher>,
 }
 
 /// Plugins by name, and the slot each name has had (kept across reloads).
@@ -103,8 +112,10 @@ impl Daemon {
             metrics: Metrics::new(),
             shutting_down: AtomicBool::new(false),
             handing_over: AtomicBool::new(false),
-            call_gate: None,
+            call_gates: Vec::new(),
             protocol: Protocol::Msgpack,
+            accept_refused_configs: false,
+            refused: DashMap::with_hasher(FxBuildHasher),
         };
         for plugin in plugins {
             daemon.install(plugin);
@@ -112,9 +123,10 @@ impl Daemon {
         daemon
     }
 
-    /// The same daemon, checking every PDK call with `gate` before it goes to Kong.
+    /// The same daemon, also checking every PDK call with `gate` before it goes to Kong
+    /// (after the gates it already has).
     pub fn with_call_gate(mut self, gate: impl CallGate + 'static) -> Daemon {
-        self.call_gate = Some(Box::new(gate));
+        self.call_gates.push(Box::new(gate));
         self
     }
 

@@ -5,7 +5,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex, Weak,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -52,7 +52,43 @@ pub struct PluginEntry {
     last_start_instance: AtomicU64,
     /// Unix seconds of the last CloseInstance (0: never).
     last_close_instance: AtomicU64,
+    /// Instances alive (started and not yet dropped), for the instance limit.
+    instances: AtomicUsize,
     metrics: PluginMetrics,
+}
+
+/// Why [`PluginEntry::configured`] gave no plugin.
+pub(crate) enum Configure<E> {
+    /// The constructor failed.
+    Construct(E),
+    /// The new configuration does not fit in the plugin's configuration budget.
+    OverBudget {
+        /// Bytes of the configurations alive.
+        held: usize,
+        /// Bytes of the new one.
+        wanted: usize,
+    },
+}
+
+/// One instance counted against the limit; released on drop unless kept.
+pub(crate) struct Reservation<'a> {
+    plugin: &'a PluginEntry,
+    kept: bool,
+}
+
+impl Reservation<'_> {
+    /// The instance exists now: its `Drop` releases the count.
+    pub(crate) fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.plugin.instance_gone();
+        }
+    }
 }
 
 /// A plugin constructed for one configuration.
@@ -72,6 +108,7 @@ impl PluginEntry {
             configured: Mutex::new(HashMap::new()),
             last_start_instance: AtomicU64::new(0),
             last_close_instance: AtomicU64::new(0),
+            instances: AtomicUsize::new(0),
             metrics,
         }
     }
@@ -122,22 +159,47 @@ impl PluginEntry {
         self.last_close_instance.store(now, Ordering::Relaxed);
     }
 
+    /// Counts one more instance, unless `limit` are alive.
+    pub(crate) fn reserve_instance(&self, limit: usize) -> Option<Reservation<'_>> {
+        self.instances
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Reservation {
+                plugin: self,
+                kept: false,
+            })
+    }
+
+    /// An instance of this plugin is gone.
+    pub(crate) fn instance_gone(&self) {
+        self.instances.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// The constructed plugin for `canonical_config`, built with `construct` unless an
-    /// instance with the same configuration is alive. Holding the lock while constructing
-    /// makes concurrent StartInstances of a new configuration construct it once.
+    /// instance with the same configuration is alive, and if the configurations alive and
+    /// this one fit in `budget` bytes. Holding the lock while constructing makes concurrent
+    /// StartInstances of a new configuration construct it once.
     pub(crate) fn configured<E>(
         &self,
         canonical_config: &str,
+        budget: usize,
         construct: impl FnOnce() -> Result<ConfiguredBox, E>,
-    ) -> Result<Arc<Configured>, E> {
+    ) -> Result<Arc<Configured>, Configure<E>> {
         let mut configured = self.configured.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(existing) = configured.get(canonical_config).and_then(Weak::upgrade) {
             return Ok(existing);
         }
         configured.retain(|_, weak| weak.strong_count() > 0);
+        let held: usize = configured.keys().map(|config| config.len()).sum();
+        let wanted = canonical_config.len();
+        if held.saturating_add(wanted) > budget {
+            return Err(Configure::OverBudget { held, wanted });
+        }
         let config: Arc<str> = Arc::from(canonical_config);
         let fresh = Arc::new(Configured {
-            handle: construct()?,
+            handle: construct().map_err(Configure::Construct)?,
             config: config.clone(),
         });
         configured.insert(config, Arc::downgrade(&fresh));

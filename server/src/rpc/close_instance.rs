@@ -28,7 +28,11 @@ impl CloseInstance {
         msgid: u64,
         out: &mut Vec<u8>,
     ) -> Result<(), RpcError> {
-        let status = daemon.close_instance(scope, self.id)?;
+        let status = daemon.close_instance(scope, self.id).or_else(|unknown| {
+            daemon
+                .close_refused_instance(scope, self.id)
+                .map_err(|_| unknown)
+        })?;
         encode::ok_header(out, msgid);
         encode::value(out, &status);
         Ok(())

@@ -28,7 +28,11 @@ impl InstanceStatus {
         msgid: u64,
         out: &mut Vec<u8>,
     ) -> Result<(), RpcError> {
-        let status = daemon.instance_status(scope, self.id)?;
+        let status = daemon.instance_status(scope, self.id).or_else(|unknown| {
+            daemon
+                .refused_instance_status(scope, self.id)
+                .map_err(|_| unknown)
+        })?;
         encode::ok_header(out, msgid);
         encode::value(out, &status);
         Ok(())

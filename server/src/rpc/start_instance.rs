@@ -42,7 +42,7 @@ impl<'a> StartInstance<'a> {
         msgid: u64,
         out: &mut Vec<u8>,
     ) -> Result<(), RpcError> {
-        let status = daemon.start_instance(scope, self.name, self.config)?;
+        let status = daemon.start_instance_for_kong(scope, self.name, self.config)?;
         encode::ok_header(out, msgid);
         encode::value(out, &status);
         Ok(())

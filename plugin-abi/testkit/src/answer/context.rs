@@ -51,7 +51,9 @@ pub(super) fn answer(
             rec.authenticated = Some((consumer, credential));
             nil()
         }
-        "kong.client.get_protocol" => s(if req.scheme == "https" {
+        "kong.client.get_protocol" => s(if phase == Phase::Preread {
+            "tcp"
+        } else if req.scheme == "https" {
             "https"
         } else {
             "http"
@@ -151,9 +153,43 @@ pub(super) fn answer(
             .map(|v| Value::from(v.as_str()))),
         "kong.vault.is_reference" => val(arg_str(method, args, 0)?.starts_with("{vault://")),
         "kong.vault.parse_reference" => Ok(parse_reference(arg_str(method, args, 0)?)),
+        "kong.vault.flush" | "kong.vault.warmup" => nil(),
+        "kong.vault.update" => {
+            let options = arg(args, 0)
+                .cloned()
+                .ok_or("kong.vault.update: options must be a table")?;
+            Ok(Some(update_secrets(req, options)))
+        }
 
         _ => unknown(rec, method),
     }
+}
+
+/// `kong.vault.update`: every key named in `$refs` gets the secret its reference resolves
+/// to (left as is when the test described no such secret).
+fn update_secrets(req: &TestRequest, options: Value) -> Value {
+    let Value::Map(mut entries) = options else {
+        return options;
+    };
+    let refs: Vec<(String, String)> = entries
+        .iter()
+        .find(|(k, _)| k.as_str() == Some("$refs"))
+        .and_then(|(_, refs)| refs.as_map())
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), v.as_str()?.to_owned())))
+        .collect();
+    for (key, reference) in refs {
+        let Some(secret) = req.vault.get(&reference) else {
+            continue;
+        };
+        let secret = Value::from(secret.as_str());
+        match entries.iter_mut().find(|(k, _)| k.as_str() == Some(&key)) {
+            Some((_, value)) => *value = secret,
+            None => entries.push((Value::from(key), secret)),
+        }
+    }
+    Value::Map(entries)
 }
 
 fn parse_reference(reference: &str) -> Option<Value> {

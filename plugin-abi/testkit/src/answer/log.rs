@@ -5,7 +5,10 @@ use super::{START_TIME, lua_text};
 use kong_rust_pdk::types::Multimap;
 use kong_rust_pdk::{Phase, Value};
 
-use crate::{TestRequest, record::Recorded};
+use crate::{
+    TestRequest,
+    record::{Recorded, TelemetryLog},
+};
 
 /// Kong's answer to `method(args)`; a function of the group the kit does not model is
 /// recorded as unknown and answered nil.
@@ -32,6 +35,25 @@ pub(super) fn answer(
             nil()
         }
         "kong.log.serialize" => s(serialize(req, rec).to_string()),
+        "kong.log.set_format" => nil(),
+
+        // kong.telemetry
+        "kong.telemetry.log" => {
+            let text = |i| arg(args, i).and_then(Value::as_str).map(str::to_owned);
+            let plugin_name = text(0).ok_or("kong.telemetry.log: plugin_name must be a string")?;
+            if arg(args, 1).and_then(Value::as_map).is_none() {
+                return Err("kong.telemetry.log: plugin_config must be a table".into());
+            }
+            let message_type =
+                text(2).ok_or("kong.telemetry.log: message_type must be a string")?;
+            rec.telemetry_logs.push(TelemetryLog {
+                plugin_name,
+                message_type,
+                message: text(3).filter(|m| !m.is_empty()),
+                attributes: arg(args, 4).cloned(),
+            });
+            Ok(Some(Value::Bool(true)))
+        }
 
         _ => unknown(rec, method),
     }

@@ -90,6 +90,34 @@ fn mmap(m: &Multimap) -> Answer {
     }))))
 }
 
+/// The query multimap as Kong sends it (`ngx.req.get_uri_args` through the bridge's
+/// `fix_mmap`): a lone flag is an empty list, a lone value a one-item list, and a repeated
+/// argument the list of its occurrences, a flag occurrence being `true`.
+fn query_mmap(query: &[(String, Option<String>)]) -> Answer {
+    let mut names: Vec<&str> = Vec::new();
+    for (name, _) in query {
+        if !names.contains(&name.as_str()) {
+            names.push(name);
+        }
+    }
+    let entries = names.into_iter().map(|name| {
+        let occurrences: Vec<&Option<String>> = query
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .collect();
+        let list = match occurrences[..] {
+            [None] => Vec::new(),
+            _ => occurrences
+                .iter()
+                .map(|v| v.as_deref().map_or(Value::Bool(true), Value::from))
+                .collect(),
+        };
+        (name, Value::Array(list))
+    });
+    Ok(Some(Value::map(entries)))
+}
+
 fn arg(args: &[Value], i: usize) -> Option<&Value> {
     args.get(i).filter(|v| !v.is_nil())
 }
@@ -127,22 +155,54 @@ fn headers_arg(v: Option<&Value>) -> Result<Multimap, String> {
     }
 }
 
-/// Kong's answer to `method(args)` in `phase` for request `req`, with its effects on
-/// `rec`: `Ok(None)` is nil, `Err` a Lua error.
+/// What Kong keeps about one request besides its effects.
+#[derive(Debug, Default)]
+pub(crate) struct KongState {
+    /// `kong.log.inspect.off()` was called (Kong starts with inspection on).
+    inspect_off: bool,
+}
+
+/// Kong's answer to `method(args)` in `phase` for request `req`, with its effects on `rec`
+/// and `kong`: `Ok(None)` is nil, `Err` a Lua error.
 pub(crate) fn answer(
     req: &TestRequest,
     rec: &mut Recorded,
+    kong: &mut KongState,
     phase: Phase,
     method: &str,
     args: &[Value],
 ) -> Answer {
-    if let Some(err) = phases::phase_error(method, phase) {
+    if let Some(err) = phases::phase_error(method, phase, req.kong_version) {
         return Err(err);
     }
-    if let Some(level) = method
-        .strip_prefix("kong.log.")
-        .filter(|l| LOG_LEVELS.contains(l))
-    {
+    let level = match method {
+        // `kong.log(...)`, Kong's call form: notice.
+        "kong.log" => Some("notice"),
+        "kong.log.inspect" => {
+            if kong.inspect_off {
+                return nil();
+            }
+            rec.logs.push(LogLine {
+                level: "notice".into(),
+                message: args
+                    .iter()
+                    .map(|v| log::to_json(v).to_string())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            });
+            return nil();
+        }
+        "kong.log.inspect.on" | "kong.log.inspect.off" => {
+            kong.inspect_off = method.ends_with("off");
+            return nil();
+        }
+        // Kong logs these only when it runs its own test suite (`KONG_IS_TESTING=1`).
+        "kong.log.trace" => return nil(),
+        _ => method
+            .strip_prefix("kong.log.")
+            .filter(|l| LOG_LEVELS.contains(l)),
+    };
+    if let Some(level) = level {
         rec.logs.push(LogLine {
             level: level.to_owned(),
             message: args.iter().map(lua_text).collect(),
@@ -155,7 +215,7 @@ pub(crate) fn answer(
         response::answer
     } else if method.starts_with("kong.service.") || method.starts_with("kong.router.") {
         upstream::answer
-    } else if method.starts_with("kong.log.") {
+    } else if method.starts_with("kong.log.") || method.starts_with("kong.telemetry.") {
         log::answer
     } else {
         context::answer
@@ -222,6 +282,48 @@ fn set_field(field: &mut String, method: &str, args: &[Value]) -> Answer {
     nil()
 }
 
+/// A table body as Kong's cjson encodes it: an empty table (map or array) is `{}`, a nil
+/// member vanishes, `/` is escaped.
+fn cjson_text(v: &Value) -> String {
+    fn write(v: &Value, out: &mut String) {
+        match v {
+            Value::Array(items) if items.is_empty() => out.push_str("{}"),
+            Value::Map(entries) if entries.is_empty() => out.push_str("{}"),
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            Value::Map(entries) => {
+                out.push('{');
+                let mut first = true;
+                for (key, item) in entries.iter().filter(|(_, item)| !item.is_nil()) {
+                    if !first {
+                        out.push(',');
+                    }
+                    first = false;
+                    write(&Value::from(lua_text(key)), out);
+                    out.push(':');
+                    write(item, out);
+                }
+                out.push('}');
+            }
+            other => {
+                let json = log::to_json(other).to_string();
+                out.push_str(&json.replace('/', "\\/"));
+            }
+        }
+    }
+    let mut out = String::new();
+    write(v, &mut out);
+    out
+}
+
 fn parse_json_body(body: &[u8]) -> Option<Value> {
     let json: serde_json::Value = serde_json::from_slice(body).ok()?;
     Value::encode(&json).ok()
@@ -245,12 +347,17 @@ mod tests {
             include_str!("../../../src/pdk/response.rs"),
             include_str!("../../../src/pdk/router.rs"),
             include_str!("../../../src/pdk/service.rs"),
+            include_str!("../../../src/pdk/telemetry.rs"),
             include_str!("../../../src/pdk/vault.rs"),
         ];
         let mut methods: Vec<String> = sources
             .iter()
             .flat_map(|src| src.split('"').skip(1).step_by(2))
-            .filter(|lit| lit.starts_with("kong.") && !lit.contains(' ') && !lit.contains('('))
+            .filter(|lit| {
+                (lit.starts_with("kong.") || *lit == "kong")
+                    && !lit.contains(' ')
+                    && !lit.contains('(')
+            })
             .map(str::to_owned)
             .collect();
         methods.sort();
@@ -259,29 +366,81 @@ mod tests {
     }
 
     #[test]
+    fn table_bodies_are_encoded_as_cjson_does() {
+        let body = Value::map([
+            ("items", Value::Array(vec![])),
+            ("gone", Value::Nil),
+            ("url", Value::from("a/b")),
+            ("list", Value::Array(vec![1.into(), 2.into()])),
+        ]);
+        assert_eq!(
+            cjson_text(&body),
+            r#"{"items":{},"url":"a\/b","list":[1,2]}"#
+        );
+    }
+
+    #[test]
+    fn query_flags_mixed_with_values_arrive_as_kong_sends_them() {
+        let req = TestRequest::get("/?a&a=1&b&c=2");
+        let Ok(Some(m)) = query_mmap(&req.query) else {
+            panic!("no map")
+        };
+        assert_eq!(
+            m.get("a"),
+            Some(&Value::Array(vec![Value::Bool(true), "1".into()]))
+        );
+        assert_eq!(m.get("b"), Some(&Value::Array(vec![])));
+        let decoded: Multimap = m.decode().unwrap();
+        assert_eq!(decoded.get_all("a"), ["1"]);
+        assert!(decoded.contains("b"));
+    }
+
+    #[test]
     fn the_kit_answers_every_function_the_pdk_wraps() {
-        let methods = pdk_methods();
-        assert!(methods.len() > 90, "found only {methods:?}");
+        use kong_rust_pdk::kong_versions::{PDK_FUNCTIONS, pdk_function};
+        let wrapped = pdk_methods();
+        assert!(wrapped.len() > 100, "found only {wrapped:?}");
+        for method in &wrapped {
+            let function = pdk_function(method);
+            assert!(
+                function.is_some_and(|f| f.rust.is_some()),
+                "{method} is wrapped but not in the kong_versions table as callable"
+            );
+        }
         let args = [
             Value::from("x"),
-            Value::from(1),
-            Value::from(2),
+            Value::map([("k", Value::from("v"))]),
+            Value::from("y"),
             Value::from(3),
         ];
-        for method in &methods {
+        for function in PDK_FUNCTIONS.iter().filter(|f| f.rust.is_some()) {
+            assert!(
+                wrapped.iter().any(|m| m == function.name),
+                "{} is in the table but no wrapper calls it",
+                function.name
+            );
             let mut sim = Simulation::new(TestRequest::get("/"));
             for phase in Phase::ALL {
-                let _ = answer(&sim.request, &mut sim.recorded, phase, method, &args);
+                let _ = answer(
+                    &sim.request,
+                    &mut sim.recorded,
+                    &mut sim.kong,
+                    phase,
+                    function.name,
+                    &args,
+                );
             }
             assert!(
                 sim.unknown_calls.is_empty(),
-                "the kit does not answer {method}"
+                "the kit does not answer {}",
+                function.name
             );
         }
         let mut sim = Simulation::new(TestRequest::get("/"));
         let _ = answer(
             &sim.request,
             &mut sim.recorded,
+            &mut sim.kong,
             Phase::Access,
             "kong.nope.nothing",
             &[],

@@ -1,8 +1,7 @@
 //! Kong's answers for `kong.request`, from the described request.
 
-use super::{Answer, arg_str, mmap, nil, s, unknown, val};
+use super::{Answer, arg_str, mmap, nil, query_mmap, s, unknown, val};
 use super::{START_TIME, parse_json_body, raw_query};
-use kong_rust_pdk::types::Multimap;
 use kong_rust_pdk::{Phase, Value};
 
 use crate::{TestRequest, record::Recorded};
@@ -26,16 +25,6 @@ pub(super) fn answer(
             })
             .unwrap_or_else(|| "localhost".into())
     };
-    let query = || {
-        let mut m = Multimap::new();
-        for (k, v) in &req.query {
-            let list = m.0.entry(k.clone()).or_default();
-            if let Some(v) = v {
-                list.push(v.clone());
-            }
-        }
-        m
-    };
     match method {
         // kong.request
         "kong.request.get_scheme" | "kong.request.get_forwarded_scheme" => s(&req.scheme),
@@ -56,6 +45,7 @@ pub(super) fn answer(
             })
         }
         "kong.request.get_raw_query" => s(raw_query(req)),
+        // The first occurrence: its value, or `true` for a flag.
         "kong.request.get_query_arg" => {
             let name = arg_str(method, args, 0)?;
             Ok(req
@@ -67,7 +57,7 @@ pub(super) fn answer(
                     None => Value::Bool(true),
                 }))
         }
-        "kong.request.get_query" => mmap(&query()),
+        "kong.request.get_query" => query_mmap(&req.query),
         "kong.request.get_header" => {
             let name = arg_str(method, args, 0)?
                 .to_ascii_lowercase()

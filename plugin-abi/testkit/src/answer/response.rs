@@ -1,7 +1,7 @@
 //! Kong's answers for `kong.response`: the client response, and exits.
 
 use super::{Answer, arg, arg_str, mmap, nil, s, unknown, val};
-use super::{edit_headers, headers_arg, log::to_json, lua_text, status_arg};
+use super::{cjson_text, edit_headers, headers_arg, lua_text, status_arg};
 use crate::record::Exit;
 use kong_rust_pdk::{Phase, Value};
 
@@ -45,9 +45,8 @@ pub(super) fn answer(
             let headers = headers_arg(arg(args, 2))?;
             rec.response.status = status;
             rec.response.body = match &body {
-                Some(Value::Map(_)) => {
-                    serde_json::to_vec(&to_json(body.as_ref().unwrap())).unwrap_or_default()
-                }
+                // A table body: Kong encodes it with cjson.
+                Some(table @ (Value::Map(_) | Value::Array(_))) => cjson_text(table).into_bytes(),
                 Some(v) if method == "kong.response.error" => {
                     format!("{{\"message\":{}}}", serde_json::Value::from(lua_text(v))).into_bytes()
                 }

@@ -1,7 +1,7 @@
 //! Kong's answers for `kong.router`, `kong.service`, `kong.service.request` and `kong.service.response`.
 
 use super::{Answer, arg, arg_int, arg_str, entity, mmap, nil, unknown, val};
-use super::{edit_headers, headers_arg, log::to_json, parse_json_body, set_field};
+use super::{cjson_text, edit_headers, headers_arg, lua_text, parse_json_body, set_field};
 use kong_rust_pdk::{Phase, Value};
 
 use crate::{TestRequest, record::Recorded};
@@ -100,9 +100,30 @@ pub(super) fn answer(
             nil()
         }
         "kong.service.request.set_body" => {
-            let body = arg(args, 0).cloned().unwrap_or_default();
+            let body = arg(args, 0)
+                .filter(|b| b.as_map().is_some() || b.as_array().is_some())
+                .cloned()
+                .ok_or_else(|| format!("{method}: args must be a table"))?;
             let mime = arg(args, 1).and_then(Value::as_str).map(str::to_owned);
-            rec.upstream_request.body = serde_json::to_vec(&to_json(&body)).unwrap_or_default();
+            let Some(content_type) = mime.clone().or_else(|| {
+                rec.upstream_request
+                    .header("content-type")
+                    .map(str::to_owned)
+            }) else {
+                // Kong answers nil and "content type was neither explicitly given ...".
+                return nil();
+            };
+            let bare = content_type.split(';').next().unwrap_or_default().trim();
+            let encoded = match bare {
+                "application/json" => cjson_text(&body),
+                "application/x-www-form-urlencoded" => form_text(&body),
+                "multipart/form-data" => form_text(&body),
+                _ => return Err(format!("{method}: unsupported content type {content_type}")),
+            };
+            rec.upstream_request.body = encoded.into_bytes();
+            rec.upstream_request
+                .headers
+                .set("content-type", content_type);
             rec.upstream_request.body_args = Some((body, mime));
             val(true)
         }
@@ -141,4 +162,30 @@ pub(super) fn answer(
 
         _ => unknown(rec, method),
     }
+}
+
+/// A table as `ngx.encode_args` writes it (what Kong's `set_body` sends as a form): keys
+/// sorted, a list repeats its key, `true` is a bare flag, `false` is left out. (The kit
+/// writes multipart bodies the same way: it models the arguments, not the MIME framing.)
+fn form_text(body: &Value) -> String {
+    let mut pairs: Vec<(String, &Value)> = body
+        .as_map()
+        .unwrap_or_default()
+        .iter()
+        .map(|(k, v)| (lua_text(k), v))
+        .collect();
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = Vec::new();
+    let mut push = |key: &str, value: &Value| match value {
+        Value::Bool(true) => out.push(key.to_owned()),
+        Value::Bool(false) | Value::Nil => {}
+        other => out.push(format!("{key}={}", lua_text(other))),
+    };
+    for (key, value) in pairs {
+        match value {
+            Value::Array(items) => items.iter().for_each(|item| push(&key, item)),
+            single => push(&key, single),
+        }
+    }
+    out.join("&")
 }

@@ -33,6 +33,11 @@ pub enum Mode {
     /// Waits `delay_ms` on its own asynchronous work (woken from another thread, through
     /// the daemon's waker), then sets `x-waited`.
     Wait,
+    /// Awaits a tokio timer of `delay_ms` (the plugin library's runtime), then sets
+    /// `x-slept`.
+    Sleep,
+    /// The same PDK calls as `sleep`, without the timer (the baseline to compare with).
+    Calls,
 }
 
 /// Probe configuration. Unknown keys are refused, so the tests notice if Kong's
@@ -45,7 +50,7 @@ pub struct Config {
     /// Panic in the constructor.
     #[serde(default)]
     pub panic_in_new: bool,
-    /// How long `block` and `wait` take, in milliseconds.
+    /// How long `block`, `wait` and `sleep` take, in milliseconds.
     #[serde(default)]
     pub delay_ms: u64,
 }
@@ -109,6 +114,11 @@ impl Plugin for Probe {
                 Delay::new(self.delay).await;
                 kong.response().set_header("x-waited", "yes").await
             }
+            Mode::Sleep => {
+                tokio::time::sleep(self.delay).await;
+                kong.response().set_header("x-slept", "yes").await
+            }
+            Mode::Calls => kong.response().set_header("x-slept", "no").await,
         }
     }
 }

@@ -369,8 +369,11 @@ async fn every(kong: &Kong) -> PdkResult<()> {
     );
     r.add(
         "service.request.set_body",
-        up.set_body(&serde_json::json!({"k": "v"}), Some("application/json"))
-            .await,
+        up.set_body(
+            &serde_json::json!({"k": "v", "none": []}),
+            Some("application/json"),
+        )
+        .await,
     );
     r.add("service.request.disable_tls", up.disable_tls().await);
 
@@ -397,6 +400,38 @@ async fn every(kong: &Kong) -> PdkResult<()> {
             .parse_reference("{vault://env/x/k#2}")
             .await
             .map(|p| p.map(|p| (p.name, p.resource, p.key, p.version))),
+    );
+    r.add("vault.flush", vault.flush().await);
+    let refs = Value::map([("$refs", Value::map([("k", "{vault://env/x}".into())]))]);
+    r.add("vault.update", vault.update(&refs).await);
+    r.add(
+        "vault.warmup",
+        vault
+            .warmup(&Value::Array(vec!["{vault://env/x}".into()]))
+            .await,
+    );
+
+    let log = kong.log();
+    r.add("log.call", log.call("plain").await);
+    r.add("log.inspect", log.inspect("seen").await);
+    r.add("log.inspect_off", log.inspect_off().await);
+    r.add("log.inspect_on", log.inspect_on().await);
+    r.add("log.trace", log.trace("traced").await);
+    r.add("log.set_format", log.set_format(None).await);
+    r.add(
+        "log.set_serialize_value(nil)",
+        log.set_serialize_value("gone", Value::Nil, None).await,
+    );
+    r.add(
+        "request.get_body(holes)",
+        kong.request().get_body(None, None, Some(1024)).await,
+    );
+    let attributes = Value::map([("n", Value::Int(1))]);
+    r.add(
+        "telemetry.log",
+        kong.telemetry()
+            .log("pdk-probe", "probe", None, Some(&attributes))
+            .await,
     );
 
     kong.log().notice(&r.0.join("\n")).await?;
