@@ -6,7 +6,6 @@
 //! daemon: a panicking handler fails its event and nothing else.
 
 use std::{
-    any::Any,
     future::Future,
     panic::{AssertUnwindSafe, catch_unwind},
     pin::Pin,
@@ -15,7 +14,12 @@ use std::{
 };
 
 use crate::{
-    InstanceInfo, Phase, error::PdkResult, exchange::Exchange, pdk::Kong, plugin::Plugin,
+    InstanceInfo, Phase,
+    error::PdkResult,
+    exchange::Exchange,
+    panics::{dispose_panic, take_panic_message},
+    pdk::Kong,
+    plugin::Plugin,
     runtime::Lease,
 };
 
@@ -132,7 +136,7 @@ impl EventDriver {
             }
             Err(panic) => {
                 self.finish();
-                Step::Panicked(format!("panicked: {}", panic_message(&*panic)))
+                Step::Panicked(format!("panicked: {}", take_panic_message(panic)))
             }
         }
     }
@@ -147,7 +151,10 @@ impl EventDriver {
             // A destructor may panic too; it must not unwind into the daemon either.
             // Inside the runtime's context: what the handler held may need it to let go.
             let runtime = &self.runtime;
-            let _ = catch_unwind(AssertUnwindSafe(move || runtime.enter(|| drop(handler))));
+            let dropped = catch_unwind(AssertUnwindSafe(move || runtime.enter(|| drop(handler))));
+            if let Err(payload) = dropped {
+                dispose_panic(payload);
+            }
         }
     }
 }
@@ -155,16 +162,5 @@ impl EventDriver {
 impl Drop for EventDriver {
     fn drop(&mut self) {
         self.finish();
-    }
-}
-
-/// The message of a panic payload, as `std` prints it.
-pub fn panic_message(payload: &(dyn Any + Send)) -> &str {
-    if let Some(s) = payload.downcast_ref::<&'static str>() {
-        s
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s
-    } else {
-        "(non-string panic payload)"
     }
 }

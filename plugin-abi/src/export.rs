@@ -3,7 +3,8 @@
 //!
 //! Every entry point catches panics: plugin code never unwinds into the daemon, and a
 //! destructor that panics is contained too (unwinding out of an `extern "C"` function would
-//! abort the whole daemon).
+//! abort the whole daemon). A caught panic's payload is dropped under `catch_unwind` as well
+//! (its `Drop` may panic): see [`dispose_panic`].
 
 use std::{
     mem::ManuallyDrop,
@@ -25,7 +26,8 @@ use kong_rust_plugin_abi::{
 
 use crate::{
     InstanceInfo,
-    driver::{EventDriver, Input, Step, panic_message},
+    driver::{EventDriver, Input, Step},
+    panics::{dispose_panic, take_panic_message},
     plugin::{Plugin, construct},
     runtime::Lease,
 };
@@ -41,7 +43,9 @@ pub fn module_for<P: Plugin>() -> PluginModuleRef {
 }
 
 extern "C" fn set_host_logger<P: Plugin>(logger: HostLogger) {
-    let _ = catch_unwind(|| crate::host_log::install(logger, P::NAME));
+    if let Err(payload) = catch_unwind(|| crate::host_log::install(logger, P::NAME)) {
+        dispose_panic(payload);
+    }
 }
 
 fn caught<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> RResult<T, PluginErrorFfi> {
@@ -52,7 +56,7 @@ fn caught<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> RResult<T, Pl
             panicked: false,
         }),
         Err(panic) => RErr(PluginErrorFfi {
-            message: format!("{what} panicked: {}", panic_message(&*panic)).into(),
+            message: format!("{what} panicked: {}", take_panic_message(panic)).into(),
             panicked: true,
         }),
     }
@@ -118,7 +122,10 @@ impl<P> Drop for Hosted<P> {
         // SAFETY: taken once, here, and never used again.
         let plugin = unsafe { ManuallyDrop::take(&mut self.plugin) };
         let runtime = &self.runtime;
-        let _ = catch_unwind(AssertUnwindSafe(move || runtime.enter(|| drop(plugin))));
+        let dropped = catch_unwind(AssertUnwindSafe(move || runtime.enter(|| drop(plugin))));
+        if let Err(payload) = dropped {
+            dispose_panic(payload);
+        }
     }
 }
 

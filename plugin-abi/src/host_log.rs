@@ -5,6 +5,10 @@
 //! [`HostLogger`]; this module installs, inside the plugin library, a `tracing` subscriber
 //! and a `log` logger that forward every record to it, tagged with the plugin's name.
 //! Plugin code just uses `tracing::info!(..)` or `log::info!(..)`.
+//!
+//! The library's panic hook (its own: a library has its own copy of `std`) reports through
+//! the host too, as an error record, so a panic is one log line like any other (valid JSON
+//! with the daemon's `--log-format json`) instead of text on stderr.
 
 use std::{fmt::Write, sync::OnceLock};
 
@@ -25,6 +29,7 @@ pub(crate) fn install(logger: HostLogger, plugin: &'static str) {
     if HOST.set((logger, plugin)).is_err() {
         return;
     }
+    std::panic::set_hook(Box::new(report_panic));
     let _ = tracing::subscriber::set_global_default(Forward);
     if log::set_logger(&Forward).is_ok() {
         log::set_max_level(match logger.max_level {
@@ -35,6 +40,52 @@ pub(crate) fn install(logger: HostLogger, plugin: &'static str) {
             LogLevel::Debug => log::LevelFilter::Debug,
             LogLevel::Trace => log::LevelFilter::Trace,
         });
+    }
+}
+
+/// What `std` panics with just before it aborts the process: a panic in a destructor while
+/// another panic unwinds, or a panic where unwinding is impossible.
+const ABORTING: [&str; 2] = [
+    "panic in a destructor during cleanup",
+    "panic in a function that cannot unwind",
+];
+
+/// Set (to anything) in the environment of a process that serves one plugin library and is
+/// restarted by a supervisor when it dies (`--isolation process`): there an abort costs
+/// only that process, so the panics `std` aborts on are left to abort.
+#[doc(hidden)]
+pub const ABORT_ALLOWED_ENV: &str = "KONG_RUST_PDK_ABORT_ALLOWED";
+
+/// The library's panic hook: one error record through the host. A panic `std` is about to
+/// turn into an abort would take the whole daemon down; its thread is parked for good
+/// instead (its request fails after Kong's timeout, and that one thread is lost), unless
+/// the process may abort ([`ABORT_ALLOWED_ENV`]).
+fn report_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let message = crate::panics::panic_message(info.payload());
+    let location = info
+        .location()
+        .map(|l| format!(" at {}:{}:{}", l.file(), l.line(), l.column()))
+        .unwrap_or_default();
+    let thread = std::thread::current();
+    let thread = thread.name().unwrap_or("unnamed");
+    let aborting = ABORTING.contains(&message);
+    let park = aborting && std::env::var_os(ABORT_ALLOWED_ENV).is_none();
+    emit(
+        LogLevel::Error,
+        "panic",
+        &format!(
+            "thread '{thread}' panicked{location}: {message}{}",
+            if park {
+                "; Rust cannot recover from this, so the thread is parked for good instead of aborting the daemon (fix the plugin: a destructor must not panic)"
+            } else {
+                ""
+            }
+        ),
+    );
+    if park {
+        loop {
+            std::thread::park();
+        }
     }
 }
 

@@ -29,6 +29,7 @@ mod exchange;
 mod export;
 mod host_log;
 pub mod kong_versions;
+mod panics;
 pub mod pdk;
 mod plugin;
 mod runtime;
@@ -64,6 +65,7 @@ pub mod __private {
 
     pub use crate::{
         export::{manifest_of, module_for},
+        host_log::ABORT_ALLOWED_ENV,
         plugin::{check_schema, construct},
     };
 
@@ -75,8 +77,9 @@ pub mod __private {
     /// The handler driver, for the test kit.
     pub mod driver {
         pub use crate::{
-            driver::{EventDriver, Input, Step, panic_message},
+            driver::{EventDriver, Input, Step},
             exchange::ends_event,
+            panics::panic_message,
         };
     }
 }

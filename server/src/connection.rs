@@ -12,17 +12,19 @@
 //! [`Stop`]: the connection sat idle too long, a message took too long to arrive, or the
 //! daemon is handing its connections to a successor.
 
+pub mod budget;
+
 use std::future::Future;
 
 use kong_rust_plugin_abi::Phase;
 use kong_rust_pluginserver_protocol::{RequestError, encode, frame, parse_request};
 
 use crate::{
+    board::{ConnSlot, NO_PLUGIN, RequestKind},
     daemon::{Daemon, EventIds, Scope},
-    isolation::board::{ConnSlot, NO_PLUGIN, RequestKind},
     rpc::{Rpc, RpcError},
-    serving::budget::BufferBudget,
 };
+use budget::BufferBudget;
 
 /// Initial size of a connection's input buffer; it grows for larger messages (up to the
 /// message size limit, within the daemon-wide buffer budget) and shrinks back after them.
@@ -69,7 +71,7 @@ pub struct Context<'a> {
     pub scope: &'a Scope,
     /// The daemon-wide budget of bytes buffered beyond each connection's first buffer.
     pub budget: &'a BufferBudget,
-    /// Where the connection records what it is doing (see [`crate::isolation::board`]).
+    /// Where the connection records what it is doing (see [`crate::board`]).
     pub slot: Option<&'a ConnSlot>,
 }
 
@@ -140,7 +142,8 @@ pub async fn serve<T: Transport>(
                     }
                     Read::Eof => {
                         if filled > 0 {
-                            tracing::warn!(
+                            crate::warn_throttled!(
+                                crate::log_throttle::CONNECTIONS,
                                 bytes = filled,
                                 "connection closed in the middle of a message"
                             );
@@ -169,7 +172,8 @@ pub async fn serve<T: Transport>(
                 }
             }
             Err(err) => {
-                tracing::warn!(
+                crate::warn_throttled!(
+                    crate::log_throttle::CONNECTIONS,
                     "closing connection: {err} (starts with {})",
                     preview(&input[..filled])
                 );
@@ -200,7 +204,11 @@ pub async fn serve<T: Transport>(
                 RpcError::Malformed(reason).write(msgid, &mut out);
             }
             Err(err @ RequestError::Unanswerable(_)) => {
-                tracing::warn!("closing connection: {err} ({})", preview(&input[..len]));
+                crate::warn_throttled!(
+                    crate::log_throttle::CONNECTIONS,
+                    "closing connection: {err} ({})",
+                    preview(&input[..len])
+                );
                 break Served::Closed;
             }
         }

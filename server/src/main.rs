@@ -9,8 +9,8 @@ use std::{path::Path, process::ExitCode};
 
 use clap::{CommandFactory, Parser};
 use kong_rust_pluginserver::{
-    isolation::worker,
-    probe,
+    lifecycle::isolation::worker,
+    loader::probe,
     settings::{self, Settings, SettingsArgs},
 };
 
@@ -50,6 +50,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&settings);
+    std::panic::set_hook(Box::new(log_panic));
     for warning in &settings.warnings {
         tracing::warn!("{warning}");
     }
@@ -99,4 +100,28 @@ fn resolve_settings(cli: &Cli) -> anyhow::Result<Settings> {
 /// stay clean for the dump. RUST_LOG, when set, overrides the level with its own filters.
 fn init_logging(settings: &Settings) {
     settings::init_logging(settings.log_level, settings.log_format);
+}
+
+/// The daemon's panic hook: a panic is reported through the logger (one JSON line with
+/// `--log-format json`), not as text on stderr. Plugin libraries report their own panics
+/// through the host logger (kong-rust-pdk's host_log).
+fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-string panic payload)");
+    let location = info
+        .location()
+        .map(|l| format!(" at {}:{}:{}", l.file(), l.line(), l.column()))
+        .unwrap_or_default();
+    let thread = std::thread::current();
+    let thread = thread.name().unwrap_or("unnamed");
+    let backtrace = std::backtrace::Backtrace::capture();
+    if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+        tracing::error!(target: "panic", %backtrace, "thread '{thread}' panicked{location}: {message}");
+    } else {
+        tracing::error!(target: "panic", "thread '{thread}' panicked{location}: {message}");
+    }
 }

@@ -26,6 +26,10 @@ pub struct Limits {
     pub max_connections: usize,
     /// An event that waits longer than this for Kong's next Step is abandoned.
     pub event_timeout: Duration,
+    /// Most instances one plugin may have at once.
+    pub max_instances_per_plugin: usize,
+    /// Most bytes of distinct configurations (canonical JSON) one plugin may hold at once.
+    pub max_config_bytes_per_plugin: usize,
 }
 
 impl Default for Limits {
@@ -35,6 +39,8 @@ impl Default for Limits {
             max_events_per_instance: 10_000,
             max_connections: 16_384,
             event_timeout: Duration::from_secs(60),
+            max_instances_per_plugin: 50_000,
+            max_config_bytes_per_plugin: 64 << 20,
         }
     }
 }
@@ -187,7 +193,7 @@ pub struct SettingsArgs {
     )]
     pub plugins_directory: Option<PathBuf>,
 
-    /// Kong's prefix directory; sockets are created there as <plugin>.socket
+    /// Kong's prefix directory; sockets are created there as PLUGIN.socket
     /// [default: /usr/local/kong].
     #[arg(
         short = 'p',
@@ -272,6 +278,33 @@ pub struct SettingsArgs {
     )]
     pub message_timeout: Option<u64>,
 
+    /// Most instances one plugin may have at once; StartInstance beyond it is refused (Kong
+    /// ends that request with 500) [default: 50000].
+    #[arg(
+        long,
+        value_name = "N",
+        env = "KONG_RUST_PLUGINSERVER_MAX_INSTANCES_PER_PLUGIN"
+    )]
+    pub max_instances_per_plugin: Option<usize>,
+
+    /// Most bytes of distinct configurations one plugin may hold at once; StartInstance of
+    /// a new configuration beyond it is refused [default: 67108864].
+    #[arg(
+        long,
+        value_name = "BYTES",
+        env = "KONG_RUST_PLUGINSERVER_MAX_CONFIG_BYTES_PER_PLUGIN"
+    )]
+    pub max_config_bytes_per_plugin: Option<usize>,
+
+    /// Most lines a second of each kind of repeated warning (failed events, bad
+    /// connections...); the rest are counted in a summary line; 0: no limit [default: 10].
+    #[arg(
+        long,
+        value_name = "N",
+        env = "KONG_RUST_PLUGINSERVER_MAX_WARNINGS_PER_SECOND"
+    )]
+    pub max_warnings_per_second: Option<u32>,
+
     /// Seconds to let this daemon's events in flight finish after SIGTERM or a successor's
     /// takeover [default: 10].
     #[arg(
@@ -290,8 +323,9 @@ pub struct SettingsArgs {
     )]
     pub socket_group: Option<String>,
 
-    /// Load plugin files and directories that other users own or may write. Such a file
-    /// runs anyone's code in the gateway's request path: for development only.
+    /// Load plugin files and directories that other users own or may write, and plugin
+    /// files that are symbolic links. Such a file runs anyone's code in the gateway's
+    /// request path: for development only.
     #[arg(
         long,
         env = "KONG_RUST_PLUGINSERVER_ALLOW_INSECURE_PLUGINS",
@@ -301,6 +335,18 @@ pub struct SettingsArgs {
         value_name = "BOOL"
     )]
     pub allow_insecure_plugins: Option<bool>,
+
+    /// Serve from a Kong prefix that users other than root and the daemon's user may write
+    /// (they could hold the serve lock or squat socket names): for development only.
+    #[arg(
+        long,
+        env = "KONG_RUST_PLUGINSERVER_ALLOW_INSECURE_PREFIX",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    pub allow_insecure_prefix: Option<bool>,
 
     /// Log level; RUST_LOG, when set, takes precedence with its finer filters
     /// [default: info].
@@ -441,6 +487,10 @@ pub struct Settings {
     pub socket_group: Option<String>,
     /// Skip the ownership checks of plugin files.
     pub allow_insecure_plugins: bool,
+    /// Skip the ownership checks of the prefix.
+    pub allow_insecure_prefix: bool,
+    /// Lines a second of each kind of repeated warning; 0: no limit.
+    pub max_warnings_per_second: u32,
     /// Log verbosity.
     pub log_level: LogLevel,
     /// Log format.
@@ -557,12 +607,25 @@ impl SettingsArgs {
                 .or(file.event_timeout)
                 .map(Duration::from_secs)
                 .unwrap_or(defaults.event_timeout),
+            max_instances_per_plugin: self
+                .max_instances_per_plugin
+                .or(file.max_instances_per_plugin)
+                .unwrap_or(defaults.max_instances_per_plugin),
+            max_config_bytes_per_plugin: self
+                .max_config_bytes_per_plugin
+                .or(file.max_config_bytes_per_plugin)
+                .unwrap_or(defaults.max_config_bytes_per_plugin),
         };
         for (setting, value) in [
             ("max-message-size", limits.max_message),
             ("max-events-per-instance", limits.max_events_per_instance),
             ("max-connections", limits.max_connections),
             ("event-timeout", limits.event_timeout.as_secs() as usize),
+            ("max-instances-per-plugin", limits.max_instances_per_plugin),
+            (
+                "max-config-bytes-per-plugin",
+                limits.max_config_bytes_per_plugin,
+            ),
         ] {
             if value == 0 {
                 return Err(SettingsError::Value {
@@ -592,6 +655,14 @@ impl SettingsArgs {
                 .allow_insecure_plugins
                 .or(file.allow_insecure_plugins)
                 .unwrap_or(false),
+            allow_insecure_prefix: self
+                .allow_insecure_prefix
+                .or(file.allow_insecure_prefix)
+                .unwrap_or(false),
+            max_warnings_per_second: self
+                .max_warnings_per_second
+                .or(file.max_warnings_per_second)
+                .unwrap_or(10),
             log_level: self.log_level.or(file.log_level).unwrap_or(LogLevel::Info),
             log_format: self
                 .log_format

@@ -31,8 +31,9 @@ impl Scratch {
         std::fs::create_dir(dir.path().join("prefix")).unwrap();
         // As an operator installs them: not writable by group or others (the daemon
         // refuses plugins that are), whatever the umask.
-        std::fs::set_permissions(dir.path().join("plugins"), Permissions::from_mode(0o755))
-            .unwrap();
+        for sub in ["plugins", "prefix"] {
+            std::fs::set_permissions(dir.path().join(sub), Permissions::from_mode(0o755)).unwrap();
+        }
         Scratch { dir }
     }
 
@@ -52,6 +53,11 @@ impl Scratch {
         std::fs::copy(&source, &target).expect("copy plugin library");
         std::fs::set_permissions(&target, Permissions::from_mode(0o644)).unwrap();
         target
+    }
+
+    /// The scratch directory holding the plugins directory and the prefix.
+    pub fn root(&self) -> &Path {
+        self.dir.path()
     }
 
     /// The plugins directory.

@@ -4,16 +4,15 @@ use anyhow::bail;
 use kong_rust_pdk::kong_versions::QueryOutput;
 use kong_rust_pluginserver::{
     dump::Dump,
+    loader::probe::Probe,
     loader::{self, LoadOptions, Scan},
-    probe::Probe,
     settings::Settings,
 };
 
-/// Loads for the dump and kong-conf: in place, read-only, checks applied; skipped files
-/// are logged on stderr (stdout stays pure JSON).
+/// Loads for the dump and kong-conf: read-only, checks applied; skipped files are logged
+/// on stderr (stdout stays pure JSON).
 pub fn load(settings: &Settings) -> anyhow::Result<Scan> {
     let options = LoadOptions {
-        copy_dir: None,
         allow_insecure: settings.allow_insecure_plugins,
         // A library that crashes or hangs when loaded must not stop Kong's start.
         probe: Some(Probe {

@@ -65,7 +65,9 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
             name,
             plugin["Version"].as_str().unwrap_or("?"),
             plugin["OnFailure"].as_str().unwrap_or("?"),
-            plugin["Instances"].as_array().map_or(0, Vec::len),
+            plugin["InstanceCount"]
+                .as_u64()
+                .unwrap_or_else(|| plugin["Instances"].as_array().map_or(0, |i| i.len() as u64)),
             number(plugin, "Configurations"),
             number(plugin, "Events"),
             number(plugin, "Failures"),

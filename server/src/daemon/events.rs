@@ -29,7 +29,10 @@ use kong_rust_plugin_abi::{EventBox, EventPoll, FfiWaker, OnFailure, Phase, Step
 use kong_rust_pluginserver_protocol::frame;
 use sync_wrapper::SyncWrapper;
 
-use super::{Daemon, EventIds, PluginEntry, Scope, instances::Instance};
+use super::{
+    Daemon, EventIds, PluginEntry, Scope,
+    instances::{Instance, UnknownInstance},
+};
 use crate::waitable::WaitableCount;
 
 /// What Kong is told next about an event: the `Data` of its StepData.
@@ -114,12 +117,6 @@ impl FailureReason {
         }
     }
 }
-
-/// `HandleEvent` for an instance this daemon does not have (or not on this socket):
-/// Kong starts the instance again when told so.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("no plugin instance {0}")]
-pub struct UnknownInstance(pub u64);
 
 /// `HandleEvent` with an event name that is no phase at all: there is no request phase
 /// to end, so this one stays an error (Kong never sends it).
@@ -531,7 +528,7 @@ impl Daemon {
         }
         self.metrics
             .count_failure(plugin.name(), phase, why.label(), action_label(&answer));
-        tracing::warn!(
+        crate::warn_throttled!(crate::log_throttle::EVENTS,
             plugin = %plugin.name(),
             phase = %phase,
             instance = instance_id,
@@ -557,7 +554,7 @@ impl Daemon {
         let name = plugin.as_ref().map_or("(any)", |p| p.name());
         let Some(phase) = EventIds::phase_of(event_id) else {
             // Not an id this daemon issues; there is no phase to end.
-            tracing::warn!(plugin = %name, event = event_id, reason = "unknown_event",
+            crate::warn_throttled!(crate::log_throttle::EVENTS, plugin = %name, event = event_id, reason = "unknown_event",
                 "a Step for an event id no daemon issued; reporting it finished");
             return reply(event_id, EventReply::Done);
         };
@@ -571,7 +568,7 @@ impl Daemon {
             FailureReason::UnknownEvent.label(),
             action_label(&answer),
         );
-        tracing::warn!(
+        crate::warn_throttled!(crate::log_throttle::EVENTS,
             plugin = %name,
             phase = %phase,
             event = event_id,
@@ -641,7 +638,7 @@ impl Daemon {
             reaped += 1;
             let plugin = &event.instance.plugin;
             plugin.metrics().phase(event.phase).abandoned.inc();
-            tracing::warn!(
+            crate::warn_throttled!(crate::log_throttle::EVENTS,
                 plugin = %plugin.name(),
                 instance = event.instance.id,
                 phase = %event.phase,

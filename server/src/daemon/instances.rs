@@ -14,11 +14,17 @@ use kong_rust_plugin_abi::{InstanceBox, PluginErrorFfi};
 use serde::Serialize;
 
 use super::{
-    Daemon, Scope, UnknownInstance,
+    Daemon, Scope,
     instance_config::{self, InstanceConfig},
-    plugins::{Configured, PluginEntry},
+    plugins::{Configure, Configured, PluginEntry},
     unix_now,
 };
+
+/// A request naming an instance this daemon does not have (or not on this socket): Kong
+/// starts the instance again when told so, in exactly these words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no plugin instance {0}")]
+pub struct UnknownInstance(pub u64);
 
 /// One Kong instance of a plugin.
 pub(crate) struct Instance {
@@ -50,16 +56,43 @@ pub struct InstanceStatus {
     pub config: serde_json::Value,
     /// Unix seconds when it was started.
     pub start_time: u64,
+    /// In a status listing, the size of a configuration too large to list (`Config` is
+    /// then null).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_omitted: Option<usize>,
 }
 
 impl Instance {
-    fn status(&self) -> InstanceStatus {
+    pub(crate) fn status(&self) -> InstanceStatus {
         InstanceStatus {
             id: self.id,
             name: self.plugin.name().to_owned(),
             config: serde_json::from_str(&self.configured.config).unwrap_or_default(),
             start_time: self.start_time,
+            config_omitted: None,
         }
+    }
+
+    /// Its status for a listing: a configuration longer than `max_config` bytes is left
+    /// out (only its size is given).
+    pub(crate) fn listed_status(&self, max_config: usize) -> InstanceStatus {
+        let len = self.configured.config.len();
+        if len <= max_config {
+            return self.status();
+        }
+        InstanceStatus {
+            id: self.id,
+            name: self.plugin.name().to_owned(),
+            config: serde_json::Value::Null,
+            start_time: self.start_time,
+            config_omitted: Some(len),
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.plugin.instance_gone();
     }
 }
 
@@ -77,6 +110,9 @@ pub enum StartError {
     /// `Config` is not a JSON object.
     #[error("plugin.StartInstance: bad argument: {0}")]
     BadConfig(String),
+    /// A limit on instances or configuration bytes is reached.
+    #[error("plugin.StartInstance: {0}")]
+    OverLimit(String),
     /// The plugin refused its configuration (or panicked building it).
     #[error("plugin {plugin}: {reason}")]
     Refused {
@@ -107,6 +143,16 @@ impl Daemon {
                 name: name.to_string(),
                 served: self.served_names(scope),
             })?;
+        let limits = &self.limits;
+        // Counted from here: a concurrent start cannot slip past the limit.
+        let reservation = plugin
+            .reserve_instance(limits.max_instances_per_plugin)
+            .ok_or_else(|| {
+                StartError::OverLimit(format!(
+                    "plugin {name} has {} instances, the most allowed (--max-instances-per-plugin); Kong starts instances per configuration and worker, and idle ones are released after --instance-idle-timeout",
+                    limits.max_instances_per_plugin
+                ))
+            })?;
         let config: serde_json::Value = serde_json::from_slice(config_json)
             .map_err(|e| StartError::BadConfig(format!("Config is not JSON: {e}")))?;
         let InstanceConfig {
@@ -132,12 +178,18 @@ impl Daemon {
         let module = plugin.loaded().module;
         let (text, plugin_name) = (canonical.clone(), name.to_string());
         let configured = plugin
-            .configured(&canonical, move || {
+            .configured(&canonical, limits.max_config_bytes_per_plugin, move || {
                 tracing::debug!(plugin = %plugin_name, "constructing for a new configuration");
                 (module.new_instance())(RStr::from(text.as_str())).into_result()
             })
             .await
-            .map_err(refused)?;
+            .map_err(|err| match err {
+                Configure::Construct(err) => refused(err),
+                Configure::OverBudget { held, wanted } => StartError::OverLimit(format!(
+                    "plugin {name} holds {held} bytes of configurations; this new one of {wanted} bytes would pass the {} allowed (--max-config-bytes-per-plugin)",
+                    limits.max_config_bytes_per_plugin
+                )),
+            })?;
         meta.id = self.instance_ids.next();
         let meta_json = serde_json::to_string(&meta).expect("instance metadata is plain data");
         let handle = configured
@@ -146,6 +198,7 @@ impl Daemon {
             .into_result()
             .map_err(refused)?;
         let now = unix_now();
+        reservation.keep();
         let instance = Arc::new(Instance {
             id: meta.id,
             plugin: plugin.clone(),
@@ -211,6 +264,27 @@ impl Daemon {
             .collect()
     }
 
+    /// The newest `most` instances of `plugin` (highest ids first), and how many it has.
+    pub(crate) fn newest_instances_of(
+        &self,
+        plugin: &Arc<PluginEntry>,
+        most: usize,
+    ) -> (Vec<Arc<Instance>>, usize) {
+        let mut all: Vec<Arc<Instance>> = self
+            .instances
+            .iter()
+            .filter(|entry| Arc::ptr_eq(&entry.plugin, plugin))
+            .map(|entry| entry.value().clone())
+            .collect();
+        let count = all.len();
+        if count > most {
+            all.select_nth_unstable_by(most, |a, b| b.id.cmp(&a.id));
+            all.truncate(most);
+        }
+        all.sort_unstable_by_key(|instance| std::cmp::Reverse(instance.id));
+        (all, count)
+    }
+
     /// How many instances `plugin` has.
     pub fn instance_count(&self, plugin: &Arc<PluginEntry>) -> usize {
         self.instances
@@ -257,5 +331,51 @@ impl Daemon {
         // Destructors outside the table's locks.
         drop(released);
         self.release_refused_instances_of(plugin);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::{loader::LoadedPlugin, settings::Limits};
+
+    fn hello(limits: Limits) -> Daemon {
+        let module = kong_rust_pdk::__private::module_for::<rust_hello::RustHello>();
+        let plugin = LoadedPlugin::from_module(module, Path::new("rust-hello.so")).unwrap();
+        Daemon::new([plugin], limits)
+    }
+
+    #[test]
+    fn instances_and_configuration_bytes_are_bounded_per_plugin() {
+        let daemon = hello(Limits {
+            max_instances_per_plugin: 3,
+            max_config_bytes_per_plugin: 100,
+            ..Limits::default()
+        });
+        let scope = daemon.scope_of("rust-hello").unwrap();
+        let start = |config: &str| {
+            crate::wait::block_on(daemon.start_instance(&scope, b"rust-hello", config.as_bytes()))
+        };
+        let ids: Vec<u64> = (0..3).map(|_| start("{}").unwrap().id).collect();
+        let err = start("{}").unwrap_err();
+        assert!(matches!(err, StartError::OverLimit(_)), "{err}");
+        assert!(
+            err.to_string().contains("--max-instances-per-plugin"),
+            "{err}"
+        );
+        daemon.close_instance(&scope, ids[0]).unwrap();
+
+        // `{}` holds 2 of the 100 bytes; this one needs 104.
+        let big = format!(r#"{{"message":"{}"}}"#, "x".repeat(90));
+        let err = start(&big).unwrap_err();
+        assert!(
+            err.to_string().contains("--max-config-bytes-per-plugin"),
+            "{err}"
+        );
+        // A refusal leaves no instance counted.
+        start("{}").unwrap();
+        assert!(matches!(start("{}"), Err(StartError::OverLimit(_))));
     }
 }

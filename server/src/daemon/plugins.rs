@@ -6,7 +6,7 @@ use std::{
     hash::Hasher,
     sync::{
         Arc, Mutex, Weak,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -55,7 +55,43 @@ pub struct PluginEntry {
     last_start_instance: AtomicU64,
     /// Unix seconds of the last CloseInstance (0: never).
     last_close_instance: AtomicU64,
+    /// Instances alive (started and not yet dropped), for the instance limit.
+    instances: AtomicUsize,
     metrics: PluginMetrics,
+}
+
+/// Why [`PluginEntry::configured`] gave no plugin.
+pub(crate) enum Configure<E> {
+    /// The constructor failed.
+    Construct(E),
+    /// The new configuration does not fit in the plugin's configuration budget.
+    OverBudget {
+        /// Bytes of the configurations alive.
+        held: usize,
+        /// Bytes of the new one.
+        wanted: usize,
+    },
+}
+
+/// One instance counted against the limit; released on drop unless kept.
+pub(crate) struct Reservation<'a> {
+    plugin: &'a PluginEntry,
+    kept: bool,
+}
+
+impl Reservation<'_> {
+    /// The instance exists now: its `Drop` releases the count.
+    pub(crate) fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.plugin.instance_gone();
+        }
+    }
 }
 
 /// A plugin constructed for one configuration.
@@ -92,6 +128,7 @@ impl PluginEntry {
             configured: Mutex::new(HashMap::new()),
             last_start_instance: AtomicU64::new(0),
             last_close_instance: AtomicU64::new(0),
+            instances: AtomicUsize::new(0),
             metrics,
         }
     }
@@ -142,8 +179,27 @@ impl PluginEntry {
         self.last_close_instance.store(now, Ordering::Relaxed);
     }
 
+    /// Counts one more instance, unless `limit` are alive.
+    pub(crate) fn reserve_instance(&self, limit: usize) -> Option<Reservation<'_>> {
+        self.instances
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Reservation {
+                plugin: self,
+                kept: false,
+            })
+    }
+
+    /// An instance of this plugin is gone.
+    pub(crate) fn instance_gone(&self) {
+        self.instances.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// The constructed plugin for `canonical_config`, built with `construct` unless an
-    /// instance with the same configuration is alive. `construct` runs on a thread of its
+    /// instance with the same configuration is alive, and if the configurations alive (or
+    /// being built) and this one fit in `budget` bytes. `construct` runs on a thread of its
     /// own, outside every lock: a constructor that never returns holds up neither the
     /// connection's event loop, nor other configurations, nor the status. Concurrent
     /// StartInstances of one new configuration construct it once (the others wait for it;
@@ -151,31 +207,41 @@ impl PluginEntry {
     pub(crate) async fn configured(
         &self,
         canonical_config: &str,
+        budget: usize,
         construct: impl FnOnce() -> Result<ConfiguredBox, PluginErrorFfi> + Send + 'static,
-    ) -> Result<Arc<Configured>, PluginErrorFfi> {
+    ) -> Result<Arc<Configured>, Configure<PluginErrorFfi>> {
         let mut construct = Some(construct);
         loop {
             let waiting = {
                 let mut configured = self.configured.lock().unwrap_or_else(|e| e.into_inner());
-                match configured.get(canonical_config) {
+                let waiting = match configured.get(canonical_config) {
                     Some(Construction::Ready(weak)) => match weak.upgrade() {
                         Some(existing) => return Ok(existing),
                         None => None,
                     },
                     Some(Construction::Building(done)) => Some(done.subscribe()),
                     None => None,
-                }
-                .or_else(|| {
+                };
+                if waiting.is_none() {
                     configured.retain(|_, c| match c {
                         Construction::Ready(weak) => weak.strong_count() > 0,
                         Construction::Building(_) => true,
                     });
+                    let held: usize = configured
+                        .keys()
+                        .filter(|config| config.as_ref() != canonical_config)
+                        .map(|config| config.len())
+                        .sum();
+                    let wanted = canonical_config.len();
+                    if held.saturating_add(wanted) > budget {
+                        return Err(Configure::OverBudget { held, wanted });
+                    }
                     configured.insert(
                         Arc::from(canonical_config),
                         Construction::Building(watch::channel(false).0),
                     );
-                    None
-                })
+                }
+                waiting
             };
             match waiting {
                 // Another StartInstance builds it: wait without holding anything; if it
@@ -185,7 +251,10 @@ impl PluginEntry {
                 }
                 None => {
                     let construct = construct.take().expect("built once per call");
-                    return self.build(canonical_config, construct).await;
+                    return self
+                        .build(canonical_config, construct)
+                        .await
+                        .map_err(Configure::Construct);
                 }
             }
         }

@@ -142,6 +142,7 @@ impl Daemon {
             name: plugin.name().to_owned(),
             config: config.clone(),
             start_time,
+            config_omitted: None,
         };
         self.quarantine.instances.insert(
             *id,
@@ -176,6 +177,7 @@ impl Daemon {
             name: q.plugin.name().to_owned(),
             config: q.config,
             start_time: q.start_time,
+            config_omitted: None,
         })
     }
 
@@ -187,6 +189,7 @@ impl Daemon {
             name: q.plugin.name().to_owned(),
             config: q.config.clone(),
             start_time: q.start_time,
+            config_omitted: None,
         })
     }
 

@@ -40,6 +40,7 @@ impl RefusedInstance {
             name: self.plugin.name().to_owned(),
             config: self.config.clone(),
             start_time: self.start_time,
+            config_omitted: None,
         }
     }
 }
@@ -63,7 +64,11 @@ impl Daemon {
         config_json: &[u8],
     ) -> Result<InstanceStatus, StartError> {
         match self.start_instance(scope, name, config_json).await {
-            Err(StartError::Refused { plugin, reason, .. }) if self.accept_refused_configs => {
+            // Bounded like instances: past the budget the refusal goes to Kong as it is.
+            Err(StartError::Refused { plugin, reason, .. })
+                if self.accept_refused_configs
+                    && self.refused.len() < self.limits.max_instances_per_plugin =>
+            {
                 let entry = self
                     .plugin(&plugin)
                     .expect("start_instance found the plugin");

@@ -1,11 +1,20 @@
 //! What the daemon reports about itself: `plugin.GetStatus`, the `status` command and the
 //! metrics' gauges read it.
+//!
+//! The answer is bounded whatever clients started: each plugin lists its newest
+//! [`STATUS_INSTANCES`] instances (and says how many it left out), and a configuration longer
+//! than [`STATUS_CONFIG_BYTES`] is given by its size only.
 
 use std::{collections::BTreeMap, time::UNIX_EPOCH};
 
 use serde::Serialize;
 
 use super::{Daemon, InstanceStatus, QuarantinedConfig};
+
+/// Most instances listed per plugin.
+pub const STATUS_INSTANCES: usize = 100;
+/// Longest configuration listed, in bytes of JSON.
+pub const STATUS_CONFIG_BYTES: usize = 16 * 1024;
 
 /// The daemon as a whole.
 #[derive(Debug, Clone, Serialize)]
@@ -59,8 +68,12 @@ pub struct PluginStatus {
     pub load_time: u64,
     /// `fail-closed` or `fail-open`: what a failure does to the request.
     pub on_failure: &'static str,
-    /// Its instances.
+    /// Its newest instances, a bounded number of them.
     pub instances: Vec<InstanceStatus>,
+    /// How many instances it has.
+    pub instance_count: usize,
+    /// How many of them are not listed.
+    pub instances_omitted: usize,
     /// Distinct configurations constructed and in use.
     pub configurations: usize,
     /// Unix seconds of the last StartInstance (0: never).
@@ -99,6 +112,11 @@ impl Daemon {
                 let loaded = entry.loaded();
                 let metrics = entry.metrics();
                 let (last_start_instance, last_close_instance) = entry.last_start_and_close();
+                let (newest, instance_count) = self.newest_instances_of(&entry, STATUS_INSTANCES);
+                let instances: Vec<InstanceStatus> = newest
+                    .iter()
+                    .map(|instance| instance.listed_status(STATUS_CONFIG_BYTES))
+                    .collect();
                 let status = PluginStatus {
                     name: entry.name().to_owned(),
                     version: entry.manifest().version.clone(),
@@ -106,7 +124,9 @@ impl Daemon {
                     modtime: secs(loaded.modified),
                     load_time: secs(loaded.loaded),
                     on_failure: entry.manifest().on_failure.label(),
-                    instances: self.instances_of(&entry),
+                    instances_omitted: instance_count - instances.len(),
+                    instances,
+                    instance_count,
                     configurations: entry.configurations(),
                     last_start_instance,
                     last_close_instance,

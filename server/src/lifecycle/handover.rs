@@ -166,7 +166,7 @@ impl Channel {
     }
 
     /// A connected pair (a supervisor and its worker process: see
-    /// [`crate::isolation`]).
+    /// [`crate::lifecycle::isolation`]).
     pub fn pair() -> Result<(Channel, Channel), HandoverError> {
         let (a, b) = rustix::net::socketpair(
             AddressFamily::UNIX,

@@ -1,4 +1,5 @@
-//! Background upkeep: releasing idle instances and freeing events Kong abandoned.
+//! Background upkeep: releasing idle instances, freeing events Kong abandoned, and writing
+//! the summaries of warnings held back.
 
 use std::{sync::Arc, time::Duration};
 
@@ -20,6 +21,7 @@ pub fn start(daemon: Arc<Daemon>, idle: Option<Duration>) -> std::io::Result<()>
                     }
                 }
                 daemon.reap_abandoned_events();
+                crate::log_throttle::flush_all();
             }
         })
         .map(|_| ())

@@ -7,6 +7,7 @@
 
 pub mod handover;
 pub mod housekeeping;
+pub mod isolation;
 pub mod node;
 pub mod reload;
 pub mod serve_lock;
@@ -25,14 +26,14 @@ use signal_hook::{
 use crate::{
     admin,
     daemon::{Daemon, Scope},
-    isolation::supervisor::Supervisor,
+    loader::probe::Probe,
     loader::{self, LoadError, LoadOptions},
-    probe::Probe,
     serving::{Handed, Serving, ServingOptions, Threading},
     settings::{Isolation, Settings},
     sockets::{self, Replace, SocketAccess},
 };
 use handover::{Channel, ChannelListener, HandoverError, Message};
+use isolation::supervisor::Supervisor;
 use node::{InProcess, Node, NodeMetrics};
 use serve_lock::{Acquired, ServeLock};
 
@@ -48,6 +49,16 @@ pub enum LifecycleError {
     /// No plugin could get its socket.
     #[error("no plugin socket could be set up in {0}; nothing to serve")]
     NoSockets(PathBuf),
+    /// Someone other than root or the daemon's user could change the prefix.
+    #[error(
+        "{path}: refusing to serve from this prefix: {reason}; whoever can write it can take the serve lock and the plugin sockets (--allow-insecure-prefix overrides)"
+    )]
+    InsecurePrefix {
+        /// The prefix, or the directory above it at fault.
+        path: PathBuf,
+        /// Who could change it.
+        reason: String,
+    },
     /// A directory the daemon needs could not be made.
     #[error("cannot create {path}: {source}")]
     Directory {
@@ -108,7 +119,6 @@ struct Role {
 /// serving).
 pub fn run(settings: &Settings) -> Result<(), LifecycleError> {
     let options = LoadOptions {
-        copy_dir: Some(settings.kong_prefix.join(".kong-rust-pluginserver-libs")),
         allow_insecure: settings.allow_insecure_plugins,
         // A library that crashes or hangs when loaded is refused instead of stopping the
         // daemon (and every other plugin).
@@ -132,6 +142,10 @@ pub fn run(settings: &Settings) -> Result<(), LifecycleError> {
     forward_signals(wake.clone())?;
     exit_with_parent();
     create_dir(&settings.kong_prefix, None)?;
+    if !settings.allow_insecure_prefix {
+        check_prefix(&settings.kong_prefix)?;
+    }
+    crate::log_throttle::set_per_second(settings.max_warnings_per_second);
     let lock_path = serve_lock::lock_path(&settings.kong_prefix, &settings.plugins_directory);
     let channel_path = handover::channel_path(&lock_path);
 
@@ -139,8 +153,6 @@ pub fn run(settings: &Settings) -> Result<(), LifecycleError> {
         tracing::info!("standby stopped");
         return Ok(());
     };
-    let copy_dir = options.copy_dir.as_deref().expect("set above");
-    create_dir(copy_dir, Some(0o700))?;
     // Load now, not before the wait: a standby that takes over serves current files.
     let node: Arc<dyn Node> = match settings.isolation {
         Isolation::None => in_process(settings, &options)?,
@@ -273,7 +285,7 @@ fn in_process(settings: &Settings, options: &LoadOptions) -> Result<Arc<dyn Node
         );
     }
     let daemon = Daemon::new(scan.plugins.into_values(), settings.limits);
-    let daemon = crate::kong_compat::configure(daemon, settings.kong_version);
+    let daemon = daemon.for_kong_version(settings.kong_version);
     let daemon = Arc::new(daemon.with_protocol(settings.protocol));
     tracing::info!("speaking {}", settings.protocol.dump_name());
     let serving = Serving::new(daemon.clone(), serving_options(settings))
@@ -623,24 +635,37 @@ fn forward_signals(wake: mpsc::Sender<Wake>) -> Result<(), LifecycleError> {
     Ok(())
 }
 
-/// Creates `dir` (and its parents); with `mode`, a directory only the daemon's user may
-/// use, with exactly that mode.
+/// Creates `dir` (and its parents) if missing: with `mode`, a directory only the daemon's
+/// user may use, with exactly that mode; else one only its owner may write (0755).
 fn create_dir(dir: &Path, mode: Option<u32>) -> Result<(), LifecycleError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let error = |source| LifecycleError::Directory {
         path: dir.to_owned(),
         source,
     };
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    if let Some(mode) = mode {
-        builder.mode(mode);
-    }
-    builder.create(dir).map_err(error)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode.unwrap_or(0o755))
+        .create(dir)
+        .map_err(error)?;
     if let Some(mode) = mode {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(error)?;
     }
     Ok(())
+}
+
+/// Refuses a prefix that someone other than root or the daemon's user could change: they
+/// could hold the serve lock or put their own sockets where Kong connects.
+fn check_prefix(prefix: &Path) -> Result<(), LifecycleError> {
+    use crate::loader::secure_path::{CheckError, check_chain};
+    match check_chain(prefix) {
+        Ok(_) => Ok(()),
+        Err(CheckError::Insecure(err)) => Err(LifecycleError::InsecurePrefix {
+            path: err.path,
+            reason: err.reason,
+        }),
+        Err(CheckError::Io { path, source }) => Err(LifecycleError::Directory { path, source }),
+    }
 }
 
 /// Kong starts the daemon; when Kong is gone, so is the daemon. The kernel sends SIGTERM

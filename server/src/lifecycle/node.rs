@@ -1,6 +1,6 @@
 //! What serves the plugin sockets, as the lifecycle sees it: the plugins in this process
 //! ([`InProcess`], `--isolation none`), or a supervisor of worker processes
-//! ([`crate::isolation::supervisor::Supervisor`], `--isolation process`). The lifecycle
+//! ([`crate::lifecycle::isolation::supervisor::Supervisor`], `--isolation process`). The lifecycle
 //! (lock, standby, hand-over, signals, drain) is the same for both.
 
 use std::{

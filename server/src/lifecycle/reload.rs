@@ -1,17 +1,20 @@
 //! SIGHUP: pick up new plugins and new builds without restarting Kong or the daemon.
 //!
-//! Files whose identity (device, inode, size, modification time) matches a loaded plugin
-//! are skipped. A new plugin gets its socket. A new build of a served plugin replaces it:
-//! its instances are released, so Kong's next event for them gets `no plugin instance` and
-//! Kong starts them again on the new code, while events already running finish on the old
-//! code. A file that fails to load leaves the running version serving. Code is never
-//! unloaded (a library cannot be unloaded safely while anything of it may still run), so
-//! every upgrade keeps the old build's code mapped until the daemon restarts.
+//! The plugins directory is scanned as at start (the same checks, the same rule for a
+//! plugin name that two files declare: neither is loaded, and the version serving keeps
+//! serving). A file already mapped is never mapped again (the loader remembers every file
+//! it mapped), so a plugin whose file is unchanged is left as it is. A new plugin gets its
+//! socket. A new build of a served plugin replaces it: its instances are released, so
+//! Kong's next event for them gets `no plugin instance` and Kong starts them again on the new
+//! code, while events already running finish on the old code. A file that fails to load
+//! leaves the running version serving. Code is never unloaded (a library cannot be unloaded
+//! safely while anything of it may still run), so every upgrade keeps the old build's code
+//! mapped until the daemon restarts.
 
 use std::{path::Path, sync::Arc};
 
 use crate::{
-    loader::{self, FileIdentity, LoadOptions},
+    loader::{self, LoadOptions},
     serving::Serving,
     sockets::{self, Replace, SocketAccess},
 };
@@ -37,33 +40,30 @@ pub fn reload(
 ) -> Reloaded {
     let mut result = Reloaded::default();
     let daemon = server.daemon();
-    let files = match loader::plugin_files(dir, options) {
-        Ok(files) => files,
+    let scan = match loader::scan(dir, options) {
+        Ok(scan) => scan,
         Err(err) => {
             tracing::error!("reload: {err}; keeping every running plugin");
             result.failed += 1;
             return result;
         }
     };
-    let loaded: Vec<_> = daemon
-        .plugins()
-        .iter()
-        .filter_map(|p| p.loaded().identity)
-        .collect();
-    for path in files {
-        if FileIdentity::of(&path).is_ok_and(|id| loaded.contains(&id)) {
+    for failure in &scan.failures {
+        tracing::error!("reload: {failure}; the running version keeps serving");
+        result.failed += 1;
+    }
+    let mut plugins: Vec<_> = scan.plugins.into_values().collect();
+    plugins.sort_by(|a, b| a.manifest.name.cmp(&b.manifest.name));
+    for plugin in plugins {
+        let name = plugin.manifest.name.clone();
+        let served = daemon.plugin(&name);
+        if served.as_ref().is_some_and(|p| {
+            p.loaded().identity.is_some() && p.loaded().identity == plugin.identity
+        }) {
             continue;
         }
-        let plugin = match loader::load(&path, options) {
-            Ok(plugin) => plugin,
-            Err(err) => {
-                tracing::error!("reload: {err}; the running version keeps serving");
-                result.failed += 1;
-                continue;
-            }
-        };
-        let name = plugin.manifest.name.clone();
         let version = plugin.manifest.version.clone();
+        let path = plugin.path.clone();
         match daemon.install(plugin) {
             Some(old) => {
                 tracing::info!(

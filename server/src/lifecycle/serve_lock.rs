@@ -6,10 +6,16 @@
 //! stand by without touching the sockets (exiting would make Kong respawn them every
 //! second). The kernel drops the lock the moment the serving process dies, however it dies,
 //! and a standby waiting for it in the kernel takes over.
+//!
+//! Anyone who can open the lock file can hold its lock and keep every daemon standing by,
+//! and a daemon running as root writes its pid into it. So the file is created `0600`, never
+//! through a symbolic link, and refused unless it is a regular file of the daemon's user with
+//! no other name (a hard link would make the pid overwrite another file).
 
 use std::{
     fs::{File, OpenOptions, TryLockError},
     io::{self, Read, Seek, Write},
+    os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
 };
 
@@ -86,13 +92,46 @@ pub fn parent_pid() -> u32 {
     std::os::unix::process::parent_id()
 }
 
+/// Opens (or creates, `0600`) the lock file, refusing one that another user could hold or
+/// that is another file's name.
 fn open(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    let refused = |why: String| io::Error::other(format!("{why}; remove it if it is stale"));
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
+        .map_err(|err| match err.raw_os_error() {
+            Some(libc::ELOOP) => {
+                refused("it is a symbolic link, which the daemon never follows".into())
+            }
+            _ => err,
+        })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(refused("it is not a regular file".into()));
+    }
+    let euid = crate::loader::secure_path::euid();
+    if meta.uid() != euid {
+        return Err(refused(format!(
+            "it belongs to uid {}, not to the daemon's user (uid {euid}): that user could hold the lock and keep every daemon standing by",
+            meta.uid()
+        )));
+    }
+    if meta.nlink() != 1 {
+        return Err(refused(format!(
+            "it has {} links (a hard link to another file?); the daemon writes its pid into it",
+            meta.nlink()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        // Made by an older release: only the daemon's user may open it from now on.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
 }
 
 fn record_holder(file: &mut File) -> io::Result<()> {
@@ -154,5 +193,31 @@ mod tests {
         }
         drop(lock);
         assert!(matches!(try_acquire(&path).unwrap(), Acquired::Serving(_)));
+    }
+
+    #[test]
+    fn only_a_private_regular_file_of_its_own_with_one_name_is_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = lock_path(dir.path(), Path::new("/some/plugins"));
+        drop(try_acquire(&path).unwrap());
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(try_acquire(&path).unwrap());
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let err = try_acquire(&path).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::hard_link(&victim, &path).unwrap();
+        let err = try_acquire(&path).unwrap_err();
+        assert!(err.to_string().contains("2 links"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::net::UnixListener::bind(&path).unwrap();
+        assert!(try_acquire(&path).is_err());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
     }
 }

@@ -44,8 +44,12 @@ impl RpcError {
     /// Writes the error response, logging what an operator should see.
     pub fn write(&self, msgid: u64, out: &mut Vec<u8>) {
         match self {
-            RpcError::Start(StartError::Refused { .. }) => tracing::warn!("{self}"),
-            RpcError::Malformed(_) => tracing::warn!("request {msgid}: {self}"),
+            RpcError::Start(StartError::Refused { .. } | StartError::OverLimit(_)) => {
+                crate::warn_throttled!(crate::log_throttle::REQUESTS, "{self}")
+            }
+            RpcError::Malformed(_) => {
+                crate::warn_throttled!(crate::log_throttle::REQUESTS, "request {msgid}: {self}")
+            }
             _ => tracing::debug!("request failed: {self}"),
         }
         let message = match self {

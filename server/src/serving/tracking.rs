@@ -1,9 +1,9 @@
-//! Each connection's slot on the [board](crate::isolation::board): what it is doing, for
+//! Each connection's slot on the [board](crate::board): what it is doing, for
 //! the watchdog's stuck-request view and, with process isolation, for the supervisor.
 
 use std::{os::fd::OwnedFd, sync::Arc};
 
-use crate::isolation::board::{Board, ConnSlot};
+use crate::board::{Board, ConnSlot};
 
 /// Called with a slot the supervisor assigned once the connection is done with it.
 pub type Released = Arc<dyn Fn(u32) + Send + Sync>;

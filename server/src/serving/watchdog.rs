@@ -9,7 +9,7 @@
 //! waited meanwhile: such a handler should await its I/O (see docs/writing-plugins.md) or
 //! run its blocking work off the loop.
 //!
-//! Once a second it also reads every connection's slot on the [board](crate::isolation::board)
+//! Once a second it also reads every connection's slot on the [board](crate::board)
 //! (the wall-clock view): a request (an event's HandleEvent or Step, a StartInstance) that
 //! has not been answered after the stuck timeout, whether its handler blocks a thread or
 //! awaits something that never comes, is named once in the log, counted in
@@ -22,9 +22,9 @@ use std::{
 };
 
 use crate::{
+    board::{Board, ConnState, RequestKind},
     daemon::{Daemon, PluginSlot, Scope, StuckHandler},
     heartbeat::{self, Heartbeat},
-    isolation::board::{Board, ConnState, RequestKind},
 };
 
 /// How often the coarse clock advances.

@@ -24,13 +24,13 @@ use super::{
     images::Image,
 };
 use crate::{
-    isolation::{
-        board::Board,
+    board::Board,
+    lifecycle::handover::{Channel, HandoverError},
+    lifecycle::isolation::{
         messages::{BOARD_FD, CHANNEL_FD, Down, FIRST_LIBRARY_FD, Library, Sender, Up},
         worker,
     },
-    lifecycle::handover::{Channel, HandoverError},
-    probe,
+    loader::probe,
     serving::Handed,
     waitable::WaitableCount,
 };
@@ -632,8 +632,8 @@ fn backoff(deaths: usize) -> Duration {
 }
 
 /// A slot view for a connection whose slot is unknown: idle.
-fn idle_view() -> crate::isolation::board::SlotView {
-    crate::isolation::board::ConnSlot::default().view()
+fn idle_view() -> crate::board::SlotView {
+    crate::board::ConnSlot::default().view()
 }
 
 /// How a worker ended, for the log and the metrics.
@@ -705,6 +705,9 @@ fn start_worker(
     command
         .arg(worker::SUBCOMMAND)
         .arg(&*pool.key)
+        // A worker that aborts is restarted (its requests failed closed): a panic the
+        // plugin cannot recover from may abort it rather than park a thread for good.
+        .env(kong_rust_pdk::__private::ABORT_ALLOWED_ENV, "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());

@@ -1,21 +1,32 @@
 //! Finding and loading plugin libraries.
 //!
-//! Every `*.so` of the plugins directory is opened through `abi_stable`, which checks the
-//! library's ABI version and the layout of its root module before anything is called. Each
-//! library is loaded by path (`lib_header_from_path`), never through `RootModule::load_from*`,
-//! which caches a single module per interface type and would serve the first plugin N times.
-//! A file that fails any check is reported with its reason and skipped; the rest still load.
+//! Every `*.so` of the plugins directory is opened once, without following a symbolic link,
+//! checked through that descriptor, and mapped from a sealed copy of exactly the bytes
+//! checked (the `library` module). `abi_stable` then checks the library's ABI version and the
+//! layout of its root module before anything is called. Each library is loaded by its own
+//! path, never through `RootModule::load_from*`, which caches a single module per interface
+//! type and would serve the first plugin N times. A file that fails any check is reported
+//! with its reason and skipped; the rest still load.
+//!
+//! A file (device, inode, size, modification time) is mapped at most once in the life of
+//! the process: a scan that meets it again reuses what was mapped, or the reason it was
+//! refused. Two files that declare one plugin name are both refused, at start and at every
+//! reload alike: a clash never changes what is served.
+
+mod elf;
+pub use elf::{Truncated, check_whole as check_whole_elf};
+mod library;
+pub mod probe;
+pub mod secure_path;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
+    sync::Mutex,
     time::SystemTime,
 };
 
-use abi_stable::{
-    library::{LibraryError, lib_header_from_path},
-    std_types::RResult,
-};
+use abi_stable::{library::LibraryError, std_types::RResult};
 use kong_rust_plugin_abi::{ABI_VERSION, Manifest, PluginModuleRef};
 
 /// Why a plugins directory or one plugin file could not be used.
@@ -29,12 +40,30 @@ pub enum LoadError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The file cannot be opened or is no regular file.
+    #[error("{path}: cannot open it: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The OS error, or what the file is instead.
+        source: std::io::Error,
+    },
     /// `abi_stable` refused the library: not a plugin, or built against another ABI.
     #[error("{path}: not a loadable kong-rust-pdk plugin: {reason}")]
     Library {
         /// The file.
         path: PathBuf,
         /// abi_stable's explanation, first line.
+        reason: String,
+    },
+    /// The file is shorter than its own headers say: cut short, or still being written.
+    #[error(
+        "{path}: not a whole library (cut short, or still being written?): {reason}; install new builds by renaming a finished file into place"
+    )]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// What does not fit.
         reason: String,
     },
     /// The plugin loaded but describes itself in a way Kong would refuse.
@@ -56,7 +85,7 @@ pub enum LoadError {
         /// Who could change it.
         reason: String,
     },
-    /// The private copy the library is loaded from could not be made.
+    /// The sealed copy the library is loaded from could not be made.
     #[error("{path}: cannot copy it for loading: {source}")]
     Copy {
         /// The file.
@@ -64,38 +93,45 @@ pub enum LoadError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// Two files declare the same plugin name.
-    #[error("{path}: plugin name `{name}` is already provided by {first}")]
+    /// Several files declare the same plugin name: none of them is loaded.
+    #[error(
+        "plugin name `{name}` is declared by {} files: {}; none of them is loaded until only one is left (a version already serving keeps serving)",
+        paths.len(),
+        paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
     Duplicate {
         /// The plugin name.
         name: String,
-        /// The file skipped.
-        path: PathBuf,
-        /// The file that keeps the name.
-        first: PathBuf,
+        /// The files, in name order.
+        paths: Vec<PathBuf>,
     },
+}
+
+impl From<secure_path::Insecure> for LoadError {
+    fn from(err: secure_path::Insecure) -> LoadError {
+        LoadError::Insecure {
+            path: err.path,
+            reason: err.reason,
+        }
+    }
 }
 
 /// How libraries are loaded.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
-    /// Load a private copy made in this directory (then unlinked) instead of the file
-    /// itself. The dynamic loader reuses an already loaded library of the same path, so
-    /// loading copies is what lets a reload pick up a new build; it also keeps a build
-    /// written over the original in place from changing code that is running.
-    pub copy_dir: Option<PathBuf>,
-    /// Skip the ownership and permission checks (development only).
+    /// Skip the ownership and permission checks, and follow a plugin file that is a symbolic
+    /// link (development only).
     pub allow_insecure: bool,
     /// Try each library in a short-lived process before mapping it here (see
-    /// [`crate::probe`]); `None`: map it directly.
-    pub probe: Option<crate::probe::Probe>,
+    /// [`crate::loader::probe`]); `None`: map it directly.
+    pub probe: Option<probe::Probe>,
     /// The Kong release served: a plugin whose dump it would refuse is not loaded
     /// (`None`: Kong's development branch, whose rules every plugin is checked against).
     pub kong_version: Option<kong_rust_pdk::kong_versions::KongVersion>,
 }
 
 /// Identifies a file's content as loaded, to tell whether a reload must load it again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FileIdentity {
     device: u64,
     inode: u64,
@@ -104,10 +140,14 @@ pub struct FileIdentity {
 }
 
 impl FileIdentity {
-    /// The identity of the file at `path` now.
+    /// The identity of the file at `path` now (following a symbolic link).
     pub fn of(path: &Path) -> std::io::Result<FileIdentity> {
+        FileIdentity::from_metadata(&std::fs::metadata(path)?)
+    }
+
+    /// The identity of a file from its metadata.
+    pub fn from_metadata(meta: &std::fs::Metadata) -> std::io::Result<FileIdentity> {
         use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(path)?;
         Ok(FileIdentity {
             device: meta.dev(),
             inode: meta.ino(),
@@ -151,98 +191,211 @@ pub struct Scan {
     pub failures: Vec<LoadError>,
 }
 
-/// The `*.so` files of `dir`, in file name order (so the first of two files claiming one
-/// name is predictable). The directory itself must pass the ownership checks.
+/// The `*.so` entries of `dir`, in file name order, under the directory's canonical path.
+/// Unless insecure plugins are allowed, the directory and every directory above it must
+/// pass the ownership checks.
 pub fn plugin_files(dir: &Path, options: &LoadOptions) -> Result<Vec<PathBuf>, LoadError> {
     let dir_error = |source| LoadError::Directory {
         dir: dir.to_owned(),
         source,
     };
-    let meta = std::fs::metadata(dir).map_err(dir_error)?;
-    if !options.allow_insecure {
-        check_owner(dir, &meta)?;
+    let dir = if options.allow_insecure {
+        std::fs::canonicalize(dir).map_err(dir_error)?
+    } else {
+        match secure_path::check_chain(dir) {
+            Ok(canonical) => canonical,
+            Err(secure_path::CheckError::Insecure(err)) => return Err(err.into()),
+            Err(secure_path::CheckError::Io { source, .. }) => return Err(dir_error(source)),
+        }
+    };
+    if !std::fs::metadata(&dir).map_err(dir_error)?.is_dir() {
+        return Err(dir_error(std::io::Error::other("not a directory")));
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map_err(dir_error)?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| path.extension().is_some_and(|ext| ext == "so") && path.is_file())
+        .filter_map(Result::ok)
+        // Symbolic links are listed, so that refusing them says why.
+        .filter(|entry| entry.file_type().is_ok_and(|t| !t.is_dir()))
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "so"))
         .collect();
     files.sort();
     Ok(files)
 }
 
-/// Loads every `*.so` in `dir`.
+/// Loads every `*.so` in `dir`. A plugin name declared by more than one file is refused
+/// (a [`LoadError::Duplicate`] naming them all) and none of those files is served.
 pub fn scan(dir: &Path, options: &LoadOptions) -> Result<Scan, LoadError> {
     let mut scan = Scan::default();
+    let mut by_name: BTreeMap<String, Vec<LoadedPlugin>> = BTreeMap::new();
     for path in plugin_files(dir, options)? {
         match load(&path, options) {
-            Ok(plugin) => {
-                if let Some(first) = scan.plugins.get(&plugin.manifest.name) {
-                    scan.failures.push(LoadError::Duplicate {
-                        name: plugin.manifest.name.clone(),
-                        path,
-                        first: first.path.clone(),
-                    });
-                } else {
-                    scan.plugins.insert(plugin.manifest.name.clone(), plugin);
-                }
-            }
+            Ok(plugin) => by_name
+                .entry(plugin.manifest.name.clone())
+                .or_default()
+                .push(plugin),
             Err(err) => scan.failures.push(err),
+        }
+    }
+    for (name, mut claimants) in by_name {
+        if claimants.len() == 1 {
+            scan.plugins
+                .insert(name, claimants.pop().expect("one claimant"));
+        } else {
+            scan.failures.push(LoadError::Duplicate {
+                name,
+                paths: claimants.into_iter().map(|p| p.path).collect(),
+            });
         }
     }
     Ok(scan)
 }
 
-/// Loads one plugin library.
+/// What became of a file mapped once: kept for the life of the process, so the same file
+/// is never mapped again.
+#[derive(Clone)]
+enum Mapped {
+    Plugin {
+        manifest: Box<Manifest>,
+        module: PluginModuleRef,
+        loaded: SystemTime,
+    },
+    /// Refused after mapping: `abi_stable` said no, or the description is invalid.
+    Refused { invalid_info: bool, reason: String },
+}
+
+/// Every file mapped so far, by identity.
+static MAPPED: Mutex<Option<HashMap<FileIdentity, Mapped>>> = Mutex::new(None);
+
+/// Loads one plugin library (or finds it among those already mapped).
 pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedPlugin, LoadError> {
-    let library_error = |err: LibraryError| LoadError::Library {
-        path: path.to_owned(),
-        reason: summarize(path, &err),
-    };
-    if !options.allow_insecure {
-        let meta = std::fs::metadata(path).map_err(|source| LoadError::Copy {
+    // Development setups link builds in; only there is a link followed.
+    let (file, meta) =
+        library::open_once(path, options.allow_insecure).map_err(|source| LoadError::Open {
             path: path.to_owned(),
             source,
         })?;
-        check_owner(path, &meta)?;
+    if !options.allow_insecure {
+        secure_path::check_owner_and_mode(path, &meta)?;
     }
-    let identity = FileIdentity::of(path).ok();
-    let module = match &options.copy_dir {
-        Some(dir) => {
-            let copy = private_copy(path, dir)?;
-            if let Err(err) = crate::probe::before_loading(options.probe.as_ref(), path, &copy) {
-                let _ = std::fs::remove_file(&copy);
-                return Err(err);
-            }
-            let loaded = lib_header_from_path(&copy)
-                .and_then(|header| header.init_root_module::<PluginModuleRef>());
-            // The mapping stays valid without the file; nothing to clean up later.
-            let _ = std::fs::remove_file(&copy);
-            loaded
-        }
+    let identity = FileIdentity::from_metadata(&meta).map_err(|source| LoadError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut mapped = MAPPED.lock().unwrap_or_else(|e| e.into_inner());
+    let mapped = mapped.get_or_insert_with(HashMap::new);
+    let outcome = match mapped.get(&identity) {
+        Some(known) => known.clone(),
         None => {
-            crate::probe::before_loading(options.probe.as_ref(), path, path)?;
-            lib_header_from_path(path).and_then(|h| h.init_root_module::<PluginModuleRef>())
+            let outcome = map(&file, path, meta.len(), options.probe.as_ref())?;
+            mapped.insert(identity, outcome.clone());
+            outcome
         }
+    };
+    match outcome {
+        Mapped::Plugin {
+            manifest,
+            module,
+            loaded,
+        } => {
+            // Per load, not per mapping: the same file may be fine for another release.
+            if let Some(version) = options.kong_version {
+                crate::kong_compat::check_dump(&manifest, version).map_err(|reason| {
+                    LoadError::InvalidInfo {
+                        path: path.to_owned(),
+                        reason,
+                    }
+                })?;
+            }
+            Ok(LoadedPlugin {
+                manifest: *manifest,
+                path: path.to_owned(),
+                identity: Some(identity),
+                modified: identity.modified,
+                loaded,
+                module,
+            })
+        }
+        Mapped::Refused {
+            invalid_info: true,
+            reason,
+        } => Err(LoadError::InvalidInfo {
+            path: path.to_owned(),
+            reason,
+        }),
+        Mapped::Refused { reason, .. } => Err(LoadError::Library {
+            path: path.to_owned(),
+            reason,
+        }),
     }
-    .map_err(library_error)?;
+}
+
+/// Maps `file` for the first time. Errors before the mapping are returned (nothing to
+/// remember); a refusal after it is an outcome to remember.
+fn map(
+    file: &std::fs::File,
+    path: &Path,
+    len: u64,
+    probe: Option<&probe::Probe>,
+) -> Result<Mapped, LoadError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let header = match library::map(file, &name, len, probe) {
+        Ok(header) => header,
+        Err(library::MapError::Copy(source)) => {
+            return Err(LoadError::Copy {
+                path: path.to_owned(),
+                source,
+            });
+        }
+        Err(library::MapError::Truncated(cut)) => {
+            return Err(LoadError::Truncated {
+                path: path.to_owned(),
+                reason: cut.to_string(),
+            });
+        }
+        Err(library::MapError::Probe(reason)) => {
+            return Ok(Mapped::Refused {
+                invalid_info: false,
+                reason,
+            });
+        }
+        Err(library::MapError::Library(err)) => {
+            return Ok(Mapped::Refused {
+                invalid_info: false,
+                reason: summarize(path, &err),
+            });
+        }
+    };
+    let module = match header.init_root_module::<PluginModuleRef>() {
+        Ok(module) => module,
+        Err(err) => {
+            return Ok(Mapped::Refused {
+                invalid_info: false,
+                reason: summarize(path, &err),
+            });
+        }
+    };
     if let Some(set_host_logger) = module.set_host_logger() {
         set_host_logger(crate::plugin_log::host_logger());
     }
-    let mut plugin = LoadedPlugin::from_module(module, path)?;
-    if let Some(version) = options.kong_version {
-        crate::kong_compat::check_dump(&plugin.manifest, version).map_err(|reason| {
-            LoadError::InvalidInfo {
-                path: path.to_owned(),
-                reason,
-            }
-        })?;
-    }
-    plugin.identity = identity;
-    plugin.modified = std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    Ok(plugin)
+    Ok(match LoadedPlugin::from_module(module, path) {
+        Ok(plugin) => Mapped::Plugin {
+            manifest: Box::new(plugin.manifest),
+            module,
+            loaded: plugin.loaded,
+        },
+        Err(LoadError::InvalidInfo { reason, .. }) => Mapped::Refused {
+            invalid_info: true,
+            reason,
+        },
+        Err(other) => Mapped::Refused {
+            invalid_info: true,
+            reason: other.to_string(),
+        },
+    })
 }
 
 impl LoadedPlugin {
@@ -277,57 +430,12 @@ pub fn check_file(path: &Path, options: &LoadOptions) -> Result<(), LoadError> {
     if options.allow_insecure {
         return Ok(());
     }
-    let meta = std::fs::metadata(path).map_err(|source| LoadError::Copy {
+    let meta = std::fs::symlink_metadata(path).map_err(|source| LoadError::Open {
         path: path.to_owned(),
         source,
     })?;
-    check_owner(path, &meta)
-}
-
-/// Refuses files and directories that someone other than root or the daemon's user owns,
-/// or that group members or others may write.
-fn check_owner(path: &Path, meta: &std::fs::Metadata) -> Result<(), LoadError> {
-    use std::os::unix::fs::MetadataExt;
-    let insecure = |reason: String| LoadError::Insecure {
-        path: path.to_owned(),
-        reason,
-    };
-    // SAFETY: geteuid(2) has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    if meta.uid() != 0 && meta.uid() != euid {
-        return Err(insecure(format!(
-            "it belongs to uid {}, neither root nor the daemon's user (uid {euid})",
-            meta.uid()
-        )));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(insecure(format!(
-            "group members or others may write it (mode {:o})",
-            meta.mode() & 0o7777
-        )));
-    }
+    secure_path::check_owner_and_mode(path, &meta)?;
     Ok(())
-}
-
-/// Copies `path` into `dir` under a name no other load uses.
-fn private_copy(path: &Path, dir: &Path) -> Result<PathBuf, LoadError> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COPIES: AtomicU64 = AtomicU64::new(0);
-    let copy_error = |source| LoadError::Copy {
-        path: path.to_owned(),
-        source,
-    };
-    let stem = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("plugin");
-    let copy = dir.join(format!(
-        "{stem}-{}-{}.so",
-        std::process::id(),
-        COPIES.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::copy(path, &copy).map_err(copy_error)?;
-    Ok(copy)
 }
 
 /// Says in one line why abi_stable refused a library. Its own messages span many lines
@@ -455,6 +563,32 @@ mod tests {
     fn a_missing_directory_is_a_clear_error() {
         let err = scan(Path::new("/nonexistent/plugins"), &LoadOptions::default()).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/plugins"), "{err}");
+    }
+
+    #[test]
+    fn a_symbolic_link_is_refused_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real.bin");
+        std::fs::write(&target, b"not an ELF file").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("linked.so")).unwrap();
+        let scan = scan(dir.path(), &LoadOptions::default()).unwrap();
+        assert_eq!(scan.failures.len(), 1);
+        let err = scan.failures[0].to_string();
+        assert!(
+            err.contains("linked.so: cannot open it: it is a symbolic link"),
+            "{err}"
+        );
+        // In development, a link to a build is followed.
+        let relaxed = LoadOptions {
+            allow_insecure: true,
+            ..LoadOptions::default()
+        };
+        let scan = super::scan(dir.path(), &relaxed).unwrap();
+        let err = scan.failures[0].to_string();
+        assert!(
+            err.contains("linked.so: not a loadable kong-rust-pdk plugin"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -144,6 +144,12 @@ pub struct WorkerConfig {
     pub max_events_per_instance: usize,
     /// `--max-connections`.
     pub max_connections: usize,
+    /// `--max-instances-per-plugin`.
+    pub max_instances_per_plugin: usize,
+    /// `--max-config-bytes-per-plugin`.
+    pub max_config_bytes_per_plugin: usize,
+    /// `--max-warnings-per-second`.
+    pub max_warnings_per_second: u32,
     /// `--max-connections-per-plugin`.
     pub max_connections_per_plugin: usize,
     /// `--event-timeout`.

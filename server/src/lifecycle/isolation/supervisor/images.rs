@@ -1,5 +1,5 @@
 //! The plugin libraries the supervisor serves: each file checked like the loader checks it,
-//! copied into a sealed in-memory file, and probed there (see [`crate::probe`]), without
+//! copied into a sealed in-memory file, and probed there (see [`crate::loader::probe`]), without
 //! ever being mapped into the supervisor. Workers load that very copy, so every restart of
 //! a worker loads the bytes that were probed, whatever happens to the file since.
 
@@ -16,8 +16,8 @@ use kong_rust_plugin_abi::Manifest;
 use rustix::fs::{MemfdFlags, SealFlags};
 
 use crate::{
+    loader::probe::{Probe, Report},
     loader::{self, FileIdentity, LoadError, LoadOptions},
-    probe::{Probe, Report},
 };
 
 /// A plugin library, probed, in memory.
@@ -127,22 +127,26 @@ pub fn scan(dir: &Path, options: &LoadOptions, probe: &Probe) -> Result<Images, 
             .collect()
     });
     let mut images = Images::default();
+    // One rule with the loader's: a name two files claim is served by neither.
+    let mut by_name: BTreeMap<String, Vec<Image>> = BTreeMap::new();
     for image in loaded {
         match image {
-            Ok(image) => {
-                if let Some(first) = images.plugins.get(image.name()) {
-                    images.failures.push(LoadError::Duplicate {
-                        name: image.name().to_owned(),
-                        path: image.path.clone(),
-                        first: first.path.clone(),
-                    });
-                } else {
-                    images
-                        .plugins
-                        .insert(image.name().to_owned(), Arc::new(image));
-                }
-            }
+            Ok(image) => by_name
+                .entry(image.name().to_owned())
+                .or_default()
+                .push(image),
             Err(err) => images.failures.push(err),
+        }
+    }
+    for (name, mut claimants) in by_name {
+        if claimants.len() == 1 {
+            let image = claimants.pop().expect("one claimant");
+            images.plugins.insert(name, Arc::new(image));
+        } else {
+            images.failures.push(LoadError::Duplicate {
+                name,
+                paths: claimants.into_iter().map(|image| image.path).collect(),
+            });
         }
     }
     Ok(images)

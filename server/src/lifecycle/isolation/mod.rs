@@ -1,13 +1,10 @@
 //! `--isolation process`: a supervisor that loads no plugin code, and a worker process per
 //! plugin library that serves it.
 //!
-//! - [`board`]: what a serving process records about each connection, in memory the
-//!   supervisor can read (and the heartbeats, with process isolation);
 //! - [`messages`]: what the supervisor and a worker say to each other;
 //! - [`supervisor`]: the daemon process: sockets, workers, crashes, quarantine, status;
 //! - [`worker`]: a worker process.
 
-pub mod board;
 pub mod messages;
 pub mod supervisor;
 pub mod worker;

@@ -18,8 +18,8 @@ use kong_rust_plugin_abi::OnFailure;
 use kong_rust_pluginserver_protocol::encode;
 
 use crate::{
+    board::{ConnState, RequestKind, SlotView},
     daemon::{EventIds, EventReply, FailureReason, InstanceIds, settle, unix_now},
-    isolation::board::{ConnState, RequestKind, SlotView},
     rpc::{defuse_instance_phrase, write_step_data},
 };
 

@@ -44,15 +44,13 @@ use gather::{Queries, merge_metrics, merge_plugins, object};
 use images::Image;
 use pool::{Conn, Pool, Worker, handed};
 
-use super::{
-    board::{ConnState, RequestKind},
-    messages::{Down, Library, WorkerConfig},
-};
+use super::messages::{Down, Library, WorkerConfig};
 use crate::{
+    board::{ConnState, RequestKind},
     daemon::Scope,
     lifecycle::{LifecycleError, node::Node, reload::Reloaded},
+    loader::probe::Probe,
     loader::{FileIdentity, LoadOptions},
-    probe::Probe,
     serving::Handed,
     settings::Settings,
     sockets::{self, PluginSocket, Replace, SocketAccess},
@@ -303,6 +301,9 @@ impl Ctx {
             max_message: s.limits.max_message,
             max_events_per_instance: s.limits.max_events_per_instance,
             max_connections: s.limits.max_connections,
+            max_instances_per_plugin: s.limits.max_instances_per_plugin,
+            max_config_bytes_per_plugin: s.limits.max_config_bytes_per_plugin,
+            max_warnings_per_second: s.max_warnings_per_second,
             max_connections_per_plugin: s.max_connections_per_plugin,
             event_timeout: s.limits.event_timeout,
             instance_idle_timeout: s.instance_idle_timeout,

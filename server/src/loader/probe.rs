@@ -34,7 +34,7 @@ use kong_rust_pdk::kong_versions::KongVersion;
 use kong_rust_plugin_abi::Manifest;
 use serde::{Deserialize, Serialize};
 
-use crate::loader::{self, LoadError, LoadOptions};
+use crate::loader::{self, LoadOptions};
 
 /// The hidden subcommand that runs a probe.
 pub const SUBCOMMAND: &str = "__probe";
@@ -89,21 +89,6 @@ pub enum Report {
     Plugin(Box<Manifest>),
     /// The library loaded and is refused by the loader, with its message.
     Refused(String),
-}
-
-/// The hook the loader calls before it maps `file` (shown as `shown` in messages): a
-/// library the probe refuses becomes a [`LoadError::Library`].
-pub fn before_loading(probe: Option<&Probe>, shown: &Path, file: &Path) -> Result<(), LoadError> {
-    let Some(probe) = probe else {
-        return Ok(());
-    };
-    probe
-        .path(file)
-        .map(|_| ())
-        .map_err(|err| LoadError::Library {
-            path: shown.to_owned(),
-            reason: err.to_string(),
-        })
 }
 
 impl Probe {
@@ -235,7 +220,6 @@ pub fn child_main(args: &[std::ffi::OsString]) -> ExitCode {
         .and_then(|v| v.to_str())
         .and_then(|v| KongVersion::parse(v).ok());
     let options = LoadOptions {
-        copy_dir: None,
         allow_insecure: true,
         probe: None,
         kong_version,
@@ -259,7 +243,6 @@ pub fn child_main(args: &[std::ffi::OsString]) -> ExitCode {
 /// ELF64 header and program header fields this check reads.
 const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
 const ET_DYN: u16 = 3;
-const PT_LOAD: u32 = 1;
 
 #[cfg(target_arch = "x86_64")]
 const MACHINE: Option<u16> = Some(62);
@@ -269,8 +252,8 @@ const MACHINE: Option<u16> = Some(183);
 const MACHINE: Option<u16> = None;
 
 /// Checks, by reading only, that `file` is a 64-bit little-endian ELF shared object for
-/// this machine whose every segment lies inside the file: what keeps `dlopen` from
-/// touching a page past its end (SIGBUS).
+/// this machine, whole (every part its headers describe lies inside the file): what keeps
+/// `dlopen` from touching a page past its end (SIGBUS).
 pub fn check_elf(file: &mut std::fs::File) -> Result<(), ProbeError> {
     let bad = |reason: &str| ProbeError::Elf(reason.to_owned());
     let len = file
@@ -293,8 +276,6 @@ pub fn check_elf(file: &mut std::fs::File) -> Result<(), ProbeError> {
         ));
     }
     let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
-    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
-    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
     if u16_at(&header, 16) != ET_DYN {
         return Err(bad("it is an ELF file but not a shared library"));
     }
@@ -304,44 +285,9 @@ pub fn check_elf(file: &mut std::fs::File) -> Result<(), ProbeError> {
             "it was built for another machine (ELF machine {machine})"
         )));
     }
-    let (phoff, phentsize, phnum) = (
-        u64_at(&header, 32),
-        u64::from(u16_at(&header, 54)),
-        u64::from(u16_at(&header, 56)),
-    );
-    if phentsize < 56 || phnum == 0 {
-        return Err(bad("its ELF header names no program headers"));
-    }
-    let table = phentsize
-        .checked_mul(phnum)
-        .and_then(|size| size.checked_add(phoff))
-        .filter(|&end| end <= len)
-        .ok_or_else(|| {
-            ProbeError::Elf(format!(
-                "it is truncated: its program headers end past its {len} bytes"
-            ))
-        })?;
-    let mut headers = vec![0u8; (table - phoff) as usize];
-    file.seek(std::io::SeekFrom::Start(phoff))
-        .and_then(|_| file.read_exact(&mut headers))
-        .map_err(|e| ProbeError::Elf(format!("cannot read its program headers: {e}")))?;
-    let mut loads = 0;
-    for entry in headers.chunks_exact(phentsize as usize) {
-        let kind = u32_at(entry, 0);
-        let (offset, size) = (u64_at(entry, 8), u64_at(entry, 32));
-        if kind == PT_LOAD {
-            loads += 1;
-        }
-        if size > 0 && offset.checked_add(size).is_none_or(|end| end > len) {
-            return Err(ProbeError::Elf(format!(
-                "it is truncated: a segment ends at byte {} of a {len}-byte file",
-                offset.saturating_add(size)
-            )));
-        }
-    }
-    if loads == 0 {
-        return Err(bad("it has no loadable segment"));
-    }
+    // The rest (every header, segment and section inside the file) is the loader's check.
+    crate::loader::check_whole_elf(file, len)
+        .map_err(|cut| ProbeError::Elf(format!("it is truncated: {cut}")))?;
     Ok(())
 }
 

@@ -18,11 +18,9 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use super::{
-    board::{self, Board},
-    messages::{BOARD_FD, CHANNEL_FD, Down, Sender, Up, WorkerConfig},
-};
+use super::messages::{BOARD_FD, CHANNEL_FD, Down, Sender, Up, WorkerConfig};
 use crate::{
+    board::{self, Board},
     daemon::Daemon,
     inherit,
     lifecycle::{handover::Channel, housekeeping, node::render_metrics},
@@ -75,12 +73,15 @@ fn run(channel: Channel, config: WorkerConfig) -> Result<(), String> {
         max_events_per_instance: config.max_events_per_instance,
         max_connections: config.max_connections,
         event_timeout: config.event_timeout,
+        max_instances_per_plugin: config.max_instances_per_plugin,
+        max_config_bytes_per_plugin: config.max_config_bytes_per_plugin,
     };
+    crate::log_throttle::set_per_second(config.max_warnings_per_second);
     let kong_version = config
         .kong_version
         .as_deref()
         .and_then(|v| KongVersion::parse(v).ok());
-    let daemon = crate::kong_compat::configure(Daemon::new(plugins, limits), kong_version);
+    let daemon = Daemon::new(plugins, limits).for_kong_version(kong_version);
     let daemon = Arc::new(daemon.with_protocol(if config.protobuf {
         Protocol::Protobuf
     } else {
@@ -144,7 +145,6 @@ fn run(channel: Channel, config: WorkerConfig) -> Result<(), String> {
 /// Loads the worker's libraries from their inherited copies.
 fn load(config: &WorkerConfig) -> Result<Vec<LoadedPlugin>, String> {
     let options = LoadOptions {
-        copy_dir: None,
         // The supervisor checked the files (and probed these very bytes).
         allow_insecure: true,
         probe: None,

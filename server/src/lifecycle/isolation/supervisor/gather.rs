@@ -17,7 +17,7 @@ use std::{
 use serde_json::{Map, Value};
 
 use super::pool::Worker;
-use crate::isolation::messages::Down;
+use crate::lifecycle::isolation::messages::Down;
 
 /// How long a worker may take to answer.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
