@@ -354,9 +354,15 @@ async fn construct_off_thread(
             let Some(construct) = theirs.lock().unwrap_or_else(|e| e.into_inner()).take() else {
                 return;
             };
-            let _lease = crate::heartbeat::lease();
-            let _busy = crate::heartbeat::constructing(slot.0, fingerprint);
-            let _ = sender.send(construct());
+            // The heartbeat stops naming the constructor before its result goes out: the
+            // instance may be used (and its worker crash) the moment it arrives, and a
+            // constructor still marked busy then would be blamed for that crash too.
+            let built = {
+                let _lease = crate::heartbeat::lease();
+                let _busy = crate::heartbeat::constructing(slot.0, fingerprint);
+                construct()
+            };
+            let _ = sender.send(built);
         });
     if let Err(err) = spawned {
         tracing::warn!("cannot start a constructor thread ({err}); constructing here");
