@@ -46,6 +46,23 @@ impl Book {
         configs.insert(fingerprint, config);
     }
 
+    /// Records one worker death while its threads ran `running` (plugin, configuration
+    /// fingerprint): each configuration counts once, however many threads ran it (several
+    /// events of it in flight, or a constructor that had just finished). Returns the
+    /// configurations this death quarantines.
+    pub fn worker_died(
+        &mut self,
+        mut running: Vec<(String, u64)>,
+        now: Instant,
+    ) -> Vec<(String, u64)> {
+        running.sort_unstable();
+        running.dedup();
+        running
+            .into_iter()
+            .filter(|(plugin, fingerprint)| self.crashed(plugin, *fingerprint, now))
+            .collect()
+    }
+
     /// Records a crash of a worker while it ran configuration `fingerprint` of `plugin`;
     /// returns whether that quarantines it (its second crash within the window).
     pub fn crashed(&mut self, plugin: &str, fingerprint: u64, now: Instant) -> bool {
@@ -137,6 +154,25 @@ impl Book {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_death_counts_once_per_configuration_however_many_threads_ran_it() {
+        let mut book = Book::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        let twice = vec![
+            ("a".to_owned(), 7),
+            ("b".to_owned(), 1),
+            ("a".to_owned(), 7),
+        ];
+        assert!(book.worker_died(twice.clone(), t0).is_empty());
+        assert!(book.list(None, t0).is_empty());
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(
+            book.worker_died(twice, t1),
+            [("a".to_owned(), 7), ("b".to_owned(), 1)]
+        );
+        assert_eq!(book.list(None, t1)[0].crashes, 2);
+    }
 
     #[test]
     fn a_second_crash_within_the_window_quarantines_until_it_passes() {

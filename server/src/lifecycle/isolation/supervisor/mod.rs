@@ -222,9 +222,9 @@ impl Ctx {
     fn crashed(&self, pool: &Arc<Pool>, worker: &Arc<Worker>, cause: &str) {
         self.metrics.crashed(&pool.key, cause);
         let now = Instant::now();
-        let mut quarantined = Vec::new();
-        {
+        let quarantined: Vec<String> = {
             let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+            let mut running = Vec::new();
             for heartbeat in worker.board.heartbeats() {
                 let Some(busy) = heartbeat.busy() else {
                     continue;
@@ -240,18 +240,22 @@ impl Ctx {
                     "the worker died while running {what} for configuration {}",
                     book.config(&plugin, busy.config).unwrap_or("(not seen)")
                 );
-                if book.crashed(&plugin, busy.config, now) {
+                running.push((plugin, busy.config));
+            }
+            book.worker_died(running, now)
+                .into_iter()
+                .map(|(plugin, fingerprint)| {
                     tracing::error!(
                         plugin = %plugin,
-                        config = format_args!("{:016x}", busy.config),
+                        config = format_args!("{fingerprint:016x}"),
                         "quarantined configuration {} for {} s: it crashed the plugin's worker twice; its events end with 503 without running",
-                        book.config(&plugin, busy.config).unwrap_or("(not seen)"),
+                        book.config(&plugin, fingerprint).unwrap_or("(not seen)"),
                         self.settings.quarantine_window.as_secs()
                     );
-                    quarantined.push(plugin);
-                }
-            }
-        }
+                    plugin
+                })
+                .collect()
+        };
         for plugin in quarantined {
             self.broadcast_quarantine(&plugin);
         }
