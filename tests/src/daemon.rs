@@ -279,5 +279,12 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failed test shows what the daemon said, whatever its assertion printed.
+        if std::thread::panicking() {
+            eprintln!(
+                "---- the daemon's stderr ----\n{}---- end of the daemon's stderr ----",
+                self.stderr()
+            );
+        }
     }
 }
