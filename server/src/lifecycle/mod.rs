@@ -569,6 +569,7 @@ fn hand_over(
                 stream,
                 plugin,
                 pending,
+                slot: _,
             } in to_send
             {
                 match channel.send_connection(stream, &plugin, &pending) {

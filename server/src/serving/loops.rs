@@ -223,7 +223,8 @@ async fn serve(incoming: Incoming, shared: Arc<Shared>, registry: Rc<Registry>) 
     };
     registry.remove(slot);
     if let Served::HandOver { pending } = served {
-        if let Some(tracked) = &mut admission.tracked {
+        let mut slot = admission.tracked.take();
+        if let Some(tracked) = &mut slot {
             tracked.handed_over();
         }
         match transport.stream.into_std() {
@@ -231,6 +232,7 @@ async fn serve(incoming: Incoming, shared: Arc<Shared>, registry: Rc<Registry>) 
                 stream,
                 plugin,
                 pending,
+                slot,
             }),
             Err(err) => tracing::warn!(plugin = %plugin, "cannot hand a connection over: {err}"),
         }

@@ -109,6 +109,9 @@ pub struct Handed {
     pub plugin: Arc<str>,
     /// Bytes read from it and not answered.
     pub pending: Vec<u8>,
+    /// Its board slot, released when this is dropped: only once the connection has gone
+    /// on, so a supervisor holding a copy of it never lets go before it has it back.
+    pub slot: Option<Tracked>,
 }
 
 /// What every connection's task shares.

@@ -136,13 +136,15 @@ fn serve(
         }
     });
     if let Served::HandOver { pending } = served {
-        if let Some(tracked) = &mut admission.tracked {
+        let mut slot = admission.tracked.take();
+        if let Some(tracked) = &mut slot {
             tracked.handed_over();
         }
         shared.hand_over(Handed {
             stream: transport.stream,
             plugin,
             pending,
+            slot,
         });
     }
     drop(admission);

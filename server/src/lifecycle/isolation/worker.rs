@@ -353,6 +353,7 @@ impl Control {
                     stream,
                     plugin,
                     pending,
+                    slot,
                 } in returned
                 {
                     let fd = std::os::fd::OwnedFd::from(stream);
@@ -363,6 +364,9 @@ impl Control {
                     if let Err(err) = sender.send(&message, Some(&fd), &pending) {
                         tracing::warn!(plugin = %plugin, "cannot return a connection: {err}");
                     }
+                    // Released only now, after Returned: the supervisor lets go of its copy
+                    // (and may tell this worker to exit) only once it has the connection back.
+                    drop(slot);
                 }
             });
         match spawned {

@@ -856,5 +856,6 @@ pub fn handed(conn: Conn) -> Handed {
         stream: UnixStream::from(fd),
         plugin: socket,
         pending,
+        slot: None,
     }
 }
