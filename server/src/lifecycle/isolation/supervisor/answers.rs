@@ -112,6 +112,10 @@ pub fn settle_connection(
 ) -> Outcome {
     match view.state {
         ConnState::Free | ConnState::Idle => Outcome::Idle,
+        // Kong sends a request only once it has read the whole response to the previous
+        // one: a request waiting means the worker had written its response and died
+        // before saying so. The next worker serves that request.
+        ConnState::Writing if request_waiting(connection) => Outcome::Idle,
         ConnState::Reading | ConnState::Writing => {
             let _ = rustix::net::shutdown(connection, rustix::net::Shutdown::Both);
             Outcome::Closed
@@ -126,6 +130,16 @@ pub fn settle_connection(
             }
         },
     }
+}
+
+/// Whether Kong has sent bytes on `connection` that nobody has read.
+fn request_waiting(connection: &OwnedFd) -> bool {
+    use rustix::net::{RecvFlags, recv};
+    let mut byte = [0u8; 1];
+    matches!(
+        recv(connection, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT),
+        Ok((1.., _))
+    )
 }
 
 /// Writes all of `bytes` to `connection` without changing its blocking mode (shared with
@@ -260,6 +274,24 @@ mod tests {
                 .as_u64()
                 .is_some_and(|id| id > 0 && id < 1 << 53),
             "{status}"
+        );
+        // Its response written (Kong sent its next request) but the worker died before
+        // saying so: the next worker serves the waiting request.
+        let mut written = step;
+        written.state = ConnState::Writing;
+        let (mut kong, ours) = UnixStream::pair().unwrap();
+        let ours = OwnedFd::from(ours);
+        std::io::Write::write_all(&mut kong, b"\x94\x00\x2b").unwrap();
+        assert_eq!(
+            settle_connection(&ours, &written, "a", OnFailure::FailClosed, "x", &ids),
+            Outcome::Idle
+        );
+        let mut waiting = [0u8; 8];
+        assert_eq!(
+            rustix::net::recv(&ours, &mut waiting, rustix::net::RecvFlags::DONTWAIT)
+                .unwrap()
+                .0,
+            3
         );
         // Mid-message: closed.
         let mut writing = step;
