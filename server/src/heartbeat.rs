@@ -22,12 +22,12 @@ use std::{
 
 use kong_rust_plugin_abi::Phase;
 
-/// The coarse clock the watchdog advances (a tick every few milliseconds).
+/// The coarse clock the watchdog advances: a tick per 10 ms of real time.
 static TICK: AtomicU64 = AtomicU64::new(1);
 
-/// Advances the coarse clock; returns the new tick.
-pub fn tick() -> u64 {
-    TICK.fetch_add(1, Ordering::Relaxed) + 1
+/// Moves the coarse clock on to `tick` (it never goes back); returns the tick now.
+pub fn advance_to(tick: u64) -> u64 {
+    TICK.fetch_max(tick, Ordering::Relaxed).max(tick)
 }
 
 /// The coarse clock now.

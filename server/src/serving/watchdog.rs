@@ -18,7 +18,7 @@
 use std::{
     collections::HashSet,
     sync::{Arc, atomic::Ordering},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use crate::{
@@ -52,9 +52,14 @@ pub(crate) fn start(
                 // The poll each heartbeat was last reported for, so each is reported once.
                 let mut reported: Vec<(u64, u64)> = Vec::new();
                 let mut named: HashSet<(u32, u32)> = HashSet::new();
+                // The clock follows real time, not the sleeps: on a loaded machine a
+                // sleep overruns, and counting them would stretch every timeout.
+                let started = Instant::now();
+                let mut next_sweep = SWEEP_TICKS;
                 loop {
                     std::thread::sleep(TICK);
-                    let now = heartbeat::tick();
+                    let elapsed = started.elapsed().as_millis() / TICK.as_millis();
+                    let now = heartbeat::advance_to(1 + elapsed as u64);
                     let header = board.header();
                     header.tick.store(now, Ordering::Relaxed);
                     header
@@ -69,8 +74,9 @@ pub(crate) fn start(
                         look_at(&daemon, heartbeat, label, reported, now, threshold_ticks);
                     }
                     if let Some(stuck_ticks) = stuck_ticks
-                        && now.is_multiple_of(SWEEP_TICKS)
+                        && now >= next_sweep
                     {
+                        next_sweep = now + SWEEP_TICKS;
                         sweep(&daemon, &board, now, stuck_ticks, &mut named);
                     }
                 }
