@@ -5,6 +5,16 @@ use std::borrow::Cow;
 /// The result of a PDK call or a phase handler.
 pub type PdkResult<T> = Result<T, PdkError>;
 
+/// The result of a call that cannot return: Rust's `!`, named on stable Rust.
+///
+/// [`Response::exit`](crate::pdk::Response::exit) and
+/// [`Response::error`](crate::pdk::Response::error) resolve to `PdkResult<Never>`: Kong never
+/// answers them, so on success their future never completes (the event ends and the
+/// handler is dropped). `?` on the result has type `!`: it ends a handler as its last
+/// expression (`kong.response().exit(401, "no").await?`) or as a statement, and the
+/// compiler flags any code after it as unreachable.
+pub type Never = <fn() -> ! as crate::__private::FnOutput>::Output;
+
 /// Why a PDK call or a phase handler failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
