@@ -169,11 +169,52 @@ fn subcommand_help_lists_only_what_the_subcommand_uses() {
 }
 
 #[test]
+fn a_global_flag_after_a_subcommand_is_honoured() {
+    // `--config` is hidden from `new --help`, yet given after `new` it is read.
+    let dir = tempfile::tempdir().unwrap();
+    let crate_dir = dir.path().join("zz");
+    let out = daemon()
+        .args([
+            "new",
+            "zz",
+            "--config",
+            "/nonexistent/settings.toml",
+            "--path",
+        ])
+        .arg(&crate_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot read the config file /nonexistent/settings.toml"),
+        "{stderr}"
+    );
+    assert!(!crate_dir.exists());
+
+    // A shown one too: `status` looks for sockets in the prefix given after it.
+    let prefix = tempfile::tempdir().unwrap();
+    let out = daemon()
+        .args(["status", "--log-format", "json", "--kong-prefix"])
+        .arg(prefix.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("no *.socket in {}", prefix.path().display())),
+        "{stderr}"
+    );
+    assert!(stderr.starts_with('{'), "JSON log lines: {stderr}");
+}
+
+#[test]
 fn help_about_help_works() {
     for args in [&["help", "--help"][..], &["help", "-h"][..]] {
         let help = help_of(args);
         assert!(help.contains("help"), "{args:?}: {help}");
         assert!(help.contains("Usage"), "{args:?}: {help}");
+        assert!(!help.contains("error"), "{args:?}: {help}");
     }
     let help = help_of(&["help", "try"]);
     assert!(help.contains("--config-json"), "{help}");

@@ -102,15 +102,16 @@ const IGNORED_GLOBALS: [(&str, &[&str]); 4] = [
 /// it ignores.
 pub fn command() -> clap::Command {
     let mut command = Cli::command();
-    // Global flags are copied into the subcommands when the command is built.
-    command.build();
     for (name, ignored) in IGNORED_GLOBALS {
-        let sub = command
-            .find_subcommand_mut(name)
-            .expect("a subcommand of the table");
-        for id in ignored {
-            *sub = std::mem::take(sub).mut_arg(*id, |arg| arg.hide(true));
-        }
+        // A subcommand's own copy of a global flag keeps clap from copying the shown one
+        // in; a global value given after the subcommand still reaches the top level.
+        let hidden: Vec<clap::Arg> = command
+            .get_arguments()
+            .filter(|arg| ignored.contains(&arg.get_id().as_str()))
+            .map(|arg| arg.clone().hide(true))
+            .collect();
+        assert_eq!(hidden.len(), ignored.len(), "{name}: unknown global flags");
+        command = command.mut_subcommand(name, |sub| sub.args(hidden));
     }
     command
 }
@@ -118,15 +119,11 @@ pub fn command() -> clap::Command {
 /// Parses the command line. A bad value that came from a `KONG_RUST_PLUGINSERVER_*`
 /// variable is reported as that variable (clap would name the flag the operator never
 /// typed); `help --help` prints the help of `help`.
-pub fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
+pub fn parse(mut args: Vec<OsString>) -> Result<Cli, clap::Error> {
     let mut command = command();
-    if args.len() >= 3 && args[1] == "help" && args[2..].iter().any(|a| a == "--help" || a == "-h")
-    {
-        let help = command
-            .find_subcommand_mut("help")
-            .expect("clap's help subcommand")
-            .render_long_help();
-        return Err(clap::Error::raw(ErrorKind::DisplayHelp, help.ansi()));
+    if args.len() == 3 && args[1] == "help" && (args[2] == "--help" || args[2] == "-h") {
+        // clap's help subcommand has no --help flag, but it answers `help help`.
+        args[2] = "help".into();
     }
     let matches = command
         .clone()
