@@ -307,7 +307,7 @@ mod tests {
 
     fn record() -> Value {
         json!({"type": "record", "fields": [
-            {"header": {"type": "string", "default": "x-api-key", "len_min": 1, "len_max": 8}},
+            {"header": {"type": "string", "default": "x-api-key", "len_min": 1, "len_max": 16}},
             {"tag": {"type": "string"}},
             {"policy": {"type": "string", "one_of": ["local", "redis"], "default": "local", "required": true}},
             {"limit": {"type": "integer", "between": [1, 100], "required": true}},
@@ -369,6 +369,10 @@ mod tests {
         assert_eq!(
             problems(json!({"limit": 1.5, "redis": "localhost"})),
             ["limit: expected an integer", "redis: expected a record"]
+        );
+        assert_eq!(
+            problems(json!({"limit": 1, "header": "x-a-header-too-long"})),
+            ["header: length must be at most 16"]
         );
         assert_eq!(problems(json!([1])), [".: expected a record"]);
     }
