@@ -140,7 +140,8 @@ fn header_pair<'a>(flag: &str, header: &'a str) -> anyhow::Result<(&'a str, &'a 
     Ok((name.trim(), value.trim()))
 }
 
-/// `<prefix>/<plugin>.socket` does not exist: say which plugins the prefix has sockets for.
+/// `<prefix>/<plugin>.socket` does not exist: say which plugins the prefix has sockets for
+/// (the socket shared by every plugin is not one of them).
 fn no_socket(socket: &Path, plugin: &str) -> anyhow::Error {
     let dir = socket.parent().unwrap_or(Path::new("."));
     let mut served: Vec<String> = std::fs::read_dir(dir)
@@ -148,7 +149,9 @@ fn no_socket(socket: &Path, plugin: &str) -> anyhow::Error {
         .flatten()
         .filter_map(|entry| {
             let name = entry.ok()?.file_name().into_string().ok()?;
-            name.strip_suffix(".socket").map(str::to_owned)
+            name.strip_suffix(".socket")
+                .filter(|name| *name != sockets::SHARED_SOCKET)
+                .map(str::to_owned)
         })
         .collect();
     served.sort();
