@@ -118,3 +118,25 @@ impl ConfigError {
         ConfigError::Rejected(message.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_config_names_a_field_path_but_not_the_whole_config() {
+        let missing = ConfigError::Invalid {
+            path: ".".into(),
+            reason: "missing field `mode`".into(),
+        };
+        assert_eq!(missing.to_string(), "invalid config: missing field `mode`");
+        let nested = ConfigError::Invalid {
+            path: "limits.minute".into(),
+            reason: "expected u32".into(),
+        };
+        assert_eq!(
+            nested.to_string(),
+            "invalid config at `limits.minute`: expected u32"
+        );
+    }
+}
