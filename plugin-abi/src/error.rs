@@ -13,6 +13,25 @@ pub type PdkResult<T> = Result<T, PdkError>;
 /// handler is dropped). `?` on the result has type `!`: it ends a handler as its last
 /// expression (`kong.response().exit(401, "no").await?`) or as a statement, and the
 /// compiler flags any code after it as unreachable.
+///
+/// ```
+/// # #![deny(unreachable_code)]
+/// use kong_rust_pdk::{Kong, PdkResult};
+///
+/// async fn deny(kong: &Kong) -> PdkResult<()> {
+///     kong.response().exit(403, "forbidden").await?
+/// }
+/// ```
+///
+/// ```compile_fail
+/// # #![deny(unreachable_code)]
+/// use kong_rust_pdk::{Kong, PdkResult};
+///
+/// async fn deny(kong: &Kong) -> PdkResult<()> {
+///     kong.response().exit(403, "forbidden").await?;
+///     kong.response().set_header("x-after", "exit").await // error: unreachable
+/// }
+/// ```
 pub type Never = <fn() -> ! as crate::__private::FnOutput>::Output;
 
 /// Why a PDK call or a phase handler failed.
