@@ -2,8 +2,8 @@
 """Writes seed inputs for the fuzz targets into fuzz/corpus/<target>/ (not committed).
 
 Each seed is a stream of Kong-like MsgPack:1 requests. In the dispatcher target an id
-below 2^16 names the daemon's n-th id: a fresh daemon's first StartInstance gets id 0, the
-HandleEvent after it event id 1, and so on.
+below 2^16 names the n-th id the daemon issued of its kind: instance 0 is the instance the
+first successful StartInstance started, event 0 the event the first HandleEvent started.
 """
 import json, os, struct, sys
 
@@ -39,18 +39,25 @@ def step(eid, data=None, method="Step"):
     return req(method, {"EventId": eid} if data is None else {"EventId": eid, "Data": data})
 
 seeds = {
-    "hello-access": start("rust-hello", {"message": "hi"}) + handle(0) + step(1, "example.com")
-        + step(1) + step(1) + req("CloseInstance", 0),
+    "hello-access": start("rust-hello", {"message": "hi"}) + handle(0) + step(0, "example.com")
+        + step(0) + step(0) + req("CloseInstance", 0),
     "hello-kong-config": start("rust-hello", {"message": None, "__seq__": 3, "__plugin_id": "p", "route_id": "r"})
-        + handle(0) + step(1, ["a", "b"], "StepMultiMap") + req("InstanceStatus", 0),
-    "probe-echo": start("e2e-probe", {"mode": "echo"}) + handle(0) + step(1, "x") + step(1) + step(1),
-    "probe-exit": start("e2e-probe", {"mode": "exit"}) + handle(0) + step(1) + step(1),
-    "probe-panic": start("e2e-probe", {"mode": "panic"}) + handle(0) + step(1, 5),
-    "probe-fail": start("e2e-probe", {"mode": "fail"}) + handle(0) + step(1, 2.5),
+        + handle(0) + step(0, ["a", "b"], "StepMultiMap") + req("InstanceStatus", 0),
+    "probe-echo": start("e2e-probe", {"mode": "echo"}) + handle(0) + step(0, "x") + step(0) + step(0),
+    "probe-exit": start("e2e-probe", {"mode": "exit"}) + handle(0) + step(0) + step(0),
+    "probe-panic": start("e2e-probe", {"mode": "panic"}) + handle(0) + step(0, 5),
+    "probe-fail": start("e2e-probe", {"mode": "fail"}) + handle(0) + step(0, 2.5),
+    "probe-wait": start("e2e-probe", {"mode": "wait", "delay_ms": 1}) + handle(0) + step(0, "x"),
     "probe-bad-config": start("e2e-probe", {"mode": "nope", "extra": 1})
         + start("e2e-probe", {"mode": "echo", "panic_in_new": True}) + start("e2e-probe", []),
+    # Phases the probe has no handler for: the daemon ends the request where it can.
+    "probe-no-handler": start("e2e-probe", {"mode": "echo"}) + handle(0, "rewrite")
+        + handle(0, "preread") + handle(0, "log") + handle(0, "certificate") + handle(0, "response"),
+    # Two events of one instance interleaved, then Steps for events already finished.
+    "probe-interleaved": start("e2e-probe", {"mode": "echo"}) + handle(0) + handle(0)
+        + step(1, "b") + step(0, "a") + step(0) + step(1) + step(0) + step(1) + step(0) + step(1),
     "info": req("GetPluginInfo", "rust-hello") + req("GetStatus", 0) + req("GetPluginInfo", "e2e-probe"),
-    "unknown": req("Nope", {}) + handle(7, "log") + step(9) + req("CloseInstance", 3)
+    "unknown": req("Nope", {}) + handle(7, "log") + step(9) + step(12) + req("CloseInstance", 3)
         + enc([0, 77, "plugin.Step", [1, 2]]) + enc([1, 2, None, None]),
 }
 

@@ -71,7 +71,7 @@ def main(results):
         if i == 0:
             print("  ".join("-" * w for w in widths))
 
-    errors = {s: sum((get(s, l, "errors") or 0) for l in ("peak", "half", "rss")) for s in present}
+    errors = {s: sum((get(s, l, "error_replies") or 0) for l in ("peak", "half", "rss")) for s in present}
     print("\nerrors answered by the servers: " + ", ".join("%s %d" % kv for kv in errors.items()))
 
     if "rust" not in present:

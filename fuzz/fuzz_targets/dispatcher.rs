@@ -1,32 +1,40 @@
 //! The dispatcher: arbitrary bytes as a connection's input, against a real in-process daemon
-//! serving a real plugin: the e2e probe (echo: three PDK calls and `kong.instance()`; exit;
-//! a handler panic; a handler error; a constructor panic; strict config), linked in rather
-//! than loaded from disk. Only one plugin can be linked: each exports the same root-module
-//! symbol.
+//! serving a real plugin: the e2e probe (access only; echo: three PDK calls and
+//! `kong.instance()`; exit; a handler panic; a handler error; a constructor panic; a wait
+//! on its own I/O; strict config), linked in rather than loaded from disk. Only one plugin
+//! can be linked: each exports the same root-module symbol.
 //!
 //! Each input gets a fresh `Daemon`. The bytes are framed as a connection frames them; every
-//! message that parses is dispatched with `methods::dispatch` (a malformed one is answered
-//! as the connection answers it), and every answer must be exactly one well-formed response
-//! `[1, msgid, error|nil, result|nil]` echoing the msgid, consistent with the daemon's
-//! instance and event tables.
+//! message that parses is answered by `rpc::respond` (the operations a connection uses; a
+//! malformed one is answered as the connection answers it), and every answer must be exactly
+//! one well-formed response `[1, msgid, error|nil, result|nil]` echoing the msgid, consistent
+//! with the daemon's instances and events, and **failing closed**: an error reply only where
+//! Kong gets one from a healthy daemon (an unknown instance, a request that does not parse,
+//! an unknown method, an event name that is no phase, a StartInstance or GetPluginInfo the
+//! daemon refuses); a handler that fails, a phase the plugin lacks and a Step for an unknown
+//! event are answered with StepData that ends the request.
 //!
-//! Instance and event ids start at the clock in microseconds, which no fuzzer could guess:
-//! an id argument below 2^16 (InstanceId, EventId, CloseInstance's or InstanceStatus's id)
-//! is rewritten in place to the daemon's first id plus that number before dispatch.
+//! Instance and event ids come from the clock, which no fuzzer could guess: an id argument
+//! below 2^16 (InstanceId, EventId, CloseInstance's or InstanceStatus's id) names the n-th
+//! id of its kind the daemon issued in this input, and is rewritten in place before the
+//! request is answered (an n not issued yet stays, an id no daemon issues).
 
 #![no_main]
 
-use std::{collections::HashMap, path::PathBuf, sync::LazyLock, time::SystemTime};
+use std::{path::Path, sync::LazyLock};
 
-use abi_stable::std_types::RResult;
-use kong_rust_pdk::{Phase, ffi::PluginModuleRef};
+use kong_rust_pdk::Phase;
 use kong_rust_pluginserver::{
-    loader::{LoadedPlugin, PluginInfo},
-    methods,
-    protocol::{RequestError, decode::Reader, encode, for_each_entry, frame, parse_request},
-    state::Daemon,
+    daemon::{Daemon, Scope},
+    loader::LoadedPlugin,
+    rpc::{self, Rpc, RpcError},
+    settings::Limits,
+    wait::block_on,
 };
-use kong_rust_pluginserver_fuzz::{block_on, check_parse, rmpv_decode};
+use kong_rust_pluginserver_fuzz::{check_parse, rmpv_decode};
+use kong_rust_pluginserver_protocol::{
+    RequestError, decode::Reader, encode, for_each_entry, frame, parse_request,
+};
 use libfuzzer_sys::fuzz_target;
 
 /// Largest message; small so the fuzzer spends its time on requests.
@@ -35,6 +43,9 @@ const MAX_MESSAGE: usize = 1 << 16;
 const MAX_MESSAGES: usize = 48;
 /// Ids below this are the fuzzer's names for the daemon's ids (see the module doc).
 const SMALL_ID: u64 = 1 << 16;
+/// The probe's `block` and `wait` modes take `delay_ms`; longer delays would only stall
+/// the fuzzer, so such StartInstances are skipped.
+const MAX_DELAY_MS: u64 = 5;
 
 /// The panics the e2e probe raises on purpose (its `panic` mode and `panic_in_new`); the
 /// plugin catches them. Every other panic aborts, as libFuzzer's hook makes it.
@@ -43,49 +54,11 @@ const PLANNED_PANICS: [&str; 2] = ["probe handler panic", "probe constructor pan
 /// `FUZZ_TRACE=1`: print every request and response (to check what a corpus reaches).
 static TRACE: LazyLock<bool> = LazyLock::new(|| std::env::var_os("FUZZ_TRACE").is_some());
 
-struct Plugin {
-    info: PluginInfo,
-    module: PluginModuleRef,
-}
-
-static PLUGINS: LazyLock<Vec<Plugin>> = LazyLock::new(|| {
-    [kong_rust_pdk::ffi::module_for::<e2e_probe::Probe>()]
-        .into_iter()
-        .map(|module| {
-            let RResult::ROk(info) = (module.info())() else {
-                panic!("plugin info failed");
-            };
-            let info = PluginInfo {
-                name: info.name.into_string(),
-                version: info.version.into_string(),
-                priority: info.priority,
-                phases: Phase::from_bits(info.phases).collect(),
-                config_schema: serde_json_from(info.config_schema.as_str()),
-            };
-            Plugin { info, module }
-        })
-        .collect()
-});
-
-fn serde_json_from(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).expect("the schema is JSON")
-}
-
 fn daemon() -> Daemon {
-    let plugins = PLUGINS
-        .iter()
-        .map(|p| {
-            let loaded = LoadedPlugin {
-                info: p.info.clone(),
-                path: PathBuf::from(format!("/fuzz/{}.so", p.info.name)),
-                modified: SystemTime::UNIX_EPOCH,
-                loaded: SystemTime::UNIX_EPOCH,
-                module: p.module,
-            };
-            (p.info.name.clone(), loaded)
-        })
-        .collect::<HashMap<_, _>>();
-    Daemon::new(plugins)
+    let module = kong_rust_pdk::__private::module_for::<e2e_probe::Probe>();
+    let plugin = LoadedPlugin::from_module(module, Path::new("/fuzz/e2e-probe.so"))
+        .expect("the probe describes itself validly");
+    Daemon::new([plugin], Limits::default())
 }
 
 fn install_panic_hook() {
@@ -103,25 +76,31 @@ fn install_panic_hook() {
     }));
 }
 
-/// Which id a request names, by the method's own rules (the last occurrence of a key wins).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Target {
-    Instance(u64),
-    Event(u64),
-    None,
+/// The ids the daemon issued in this input, in order.
+#[derive(Default)]
+struct Issued {
+    instances: Vec<u64>,
+    events: Vec<u64>,
 }
 
 fn is_step(method: &[u8]) -> bool {
     method.starts_with(b"plugin.Step")
 }
 
-/// The raw id values of a request's argument that the method reads as ids.
-fn id_values<'a>(method: &[u8], arg: &'a [u8]) -> Vec<&'a [u8]> {
-    let key: &[u8] = match method {
-        b"plugin.HandleEvent" => b"InstanceId",
-        m if is_step(m) => b"EventId",
-        b"plugin.CloseInstance" | b"plugin.InstanceStatus" => return vec![arg],
-        _ => return Vec::new(),
+/// The raw id values of a request's argument that the method reads as ids, with the list
+/// of issued ids they name.
+fn id_values<'a, 'i>(
+    method: &[u8],
+    arg: &'a [u8],
+    issued: &'i Issued,
+) -> (Vec<&'a [u8]>, &'i [u64]) {
+    let (key, ids): (&[u8], &[u64]) = match method {
+        b"plugin.HandleEvent" => (b"InstanceId", &issued.instances),
+        m if is_step(m) => (b"EventId", &issued.events),
+        b"plugin.CloseInstance" | b"plugin.InstanceStatus" => {
+            return (vec![arg], &issued.instances);
+        }
+        _ => return (Vec::new(), &[]),
     };
     let mut found = Vec::new();
     let _ = for_each_entry(arg, |k, r| {
@@ -130,26 +109,29 @@ fn id_values<'a>(method: &[u8], arg: &'a [u8]) -> Vec<&'a [u8]> {
         }
         Ok(())
     });
-    found
+    (found, ids)
 }
 
-/// Rewrites small ids to the daemon's ids, keeping the kind of encoding (float, signed,
-/// unsigned). MessagePack containers count elements, not bytes, so a value may change size.
-fn translate_ids(message: &[u8], base: u64) -> Option<Vec<u8>> {
+/// Rewrites small ids to issued ids, keeping the kind of encoding (float, signed, unsigned).
+/// MessagePack containers count elements, not bytes, so a value may change size.
+fn translate_ids(message: &[u8], issued: &Issued) -> Option<Vec<u8>> {
     let req = parse_request(message).ok()?;
     let arg = req.arg?;
+    let (raws, ids) = id_values(req.method, arg, issued);
     let mut out = Vec::with_capacity(message.len() + 16);
     let mut copied = 0;
-    for raw in id_values(req.method, arg) {
+    for raw in raws {
         let Ok(small) = Reader::new(raw).u64() else {
             continue;
         };
-        if small >= SMALL_ID {
+        let Some(&id) = (small < SMALL_ID)
+            .then(|| ids.get(small as usize))
+            .flatten()
+        else {
             continue;
-        }
+        };
         let start = raw.as_ptr() as usize - message.as_ptr() as usize;
         out.extend_from_slice(&message[copied..start]);
-        let id = base + small;
         match raw[0] {
             0xca | 0xcb => {
                 out.push(0xcb);
@@ -173,46 +155,67 @@ fn translate_ids(message: &[u8], base: u64) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The id the request names, read as the method reads it: the same visitors, the same
-/// "last occurrence wins", and only when the method gets as far as looking the id up.
-fn target_of(method: &[u8], arg: Option<&[u8]>) -> Target {
-    let arg = arg.unwrap_or(&[0xc0]);
-    let id = match method {
-        b"plugin.HandleEvent" => {
-            let (mut id, mut name) = (None, None);
-            for_each_entry(arg, |k, r| {
-                match k {
-                    b"InstanceId" => id = Some(r.u64()?),
-                    b"EventName" => name = Some(r.bytes()?),
-                    _ => {}
-                }
-                Ok(())
-            })
-            .ok()
-            .and(name)
-            .and(id)
-            .map(Target::Instance)
-        }
-        m if is_step(m) => {
-            let mut id = None;
-            for_each_entry(arg, |k, r| {
-                match k {
-                    b"EventId" => id = Some(r.u64()?),
-                    b"Data" => drop(r.raw()?),
-                    _ => {}
-                }
-                Ok(())
-            })
-            .ok()
-            .and(id)
-            .map(Target::Event)
-        }
-        b"plugin.CloseInstance" | b"plugin.InstanceStatus" => {
-            Reader::new(arg).u64().ok().map(Target::Instance)
-        }
-        _ => None,
+/// Whether a StartInstance would make the probe sleep longer than the fuzzer should wait.
+fn stalls(rpc: &Rpc<'_>) -> bool {
+    let Rpc::StartInstance(start) = rpc else {
+        return false;
     };
-    id.unwrap_or(Target::None)
+    let Ok(config) = serde_json::from_slice::<serde_json::Value>(start.config) else {
+        return false;
+    };
+    config
+        .get("delay_ms")
+        .and_then(serde_json::Value::as_f64)
+        .is_some_and(|ms| ms > MAX_DELAY_MS as f64)
+}
+
+/// What the daemon must answer, decided from the parsed request and the state before it.
+#[derive(Debug)]
+enum Expect {
+    /// An error reply (the request is refused as a whole), with its exact text if known.
+    Error(Option<String>),
+    /// An error reply or a result, by rules the daemon checks further (StartInstance,
+    /// GetPluginInfo) or that depend on the event name.
+    Either,
+    /// StepData for a new event of `phase`.
+    NewEvent(Phase),
+    /// StepData for event `id`, which the daemon had waiting.
+    Resumed(u64),
+    /// StepData for event `id`, which the daemon does not have: the request is ended (503)
+    /// where its phase can end it, else the event is reported finished.
+    Unknown(u64),
+    /// The status of instance `id`, which existed (CloseInstance removes it).
+    Instance { id: u64, closes: bool },
+    /// A result of any shape (GetStatus).
+    Result,
+}
+
+fn expect(daemon: &Daemon, rpc: &Rpc<'_>) -> Expect {
+    let instance_known = |id| daemon.instance_status(&Scope::All, id).is_ok();
+    let unknown_instance = |id| Expect::Error(Some(format!("no plugin instance {id}")));
+    match rpc {
+        Rpc::HandleEvent(h) if !instance_known(h.instance_id) => unknown_instance(h.instance_id),
+        Rpc::HandleEvent(h) => match Phase::from_name(h.event_name) {
+            Some(phase) => Expect::NewEvent(phase),
+            None => Expect::Error(None),
+        },
+        Rpc::Step(s) if daemon.has_waiting_event(&Scope::All, s.event_id) => {
+            Expect::Resumed(s.event_id)
+        }
+        Rpc::Step(s) => Expect::Unknown(s.event_id),
+        Rpc::CloseInstance(c) if instance_known(c.id) => Expect::Instance {
+            id: c.id,
+            closes: true,
+        },
+        Rpc::InstanceStatus(s) if instance_known(s.id) => Expect::Instance {
+            id: s.id,
+            closes: false,
+        },
+        Rpc::CloseInstance(c) => unknown_instance(c.id),
+        Rpc::InstanceStatus(s) => unknown_instance(s.id),
+        Rpc::StartInstance(_) | Rpc::GetPluginInfo(_) => Expect::Either,
+        Rpc::GetStatus => Expect::Result,
+    }
 }
 
 fn map_get<'v>(map: &'v rmpv::Value, key: &str) -> Option<&'v rmpv::Value> {
@@ -222,44 +225,105 @@ fn map_get<'v>(map: &'v rmpv::Value, key: &str) -> Option<&'v rmpv::Value> {
         .map(|(_, v)| v)
 }
 
+/// What a StepData asks of Kong.
+#[derive(Debug, PartialEq)]
+enum StepData {
+    Ret,
+    /// `kong.response.exit`/`error` with its arguments: the event is over.
+    Ends(String, Vec<rmpv::Value>),
+    /// Any other PDK call: the handler waits for Kong's answer.
+    Waits,
+}
+
 /// Checks StepData `{"EventId", "Data": "ret" | {"Method", "Args": [..]}}`; returns the
-/// event id and whether the handler now waits for Kong's answer.
-fn check_step_data(result: &rmpv::Value) -> (u64, bool) {
+/// event id and what it asks.
+fn check_step_data(result: &rmpv::Value) -> (u64, StepData) {
     let event_id = map_get(result, "EventId")
         .and_then(rmpv::Value::as_u64)
         .unwrap_or_else(|| panic!("StepData without EventId: {result:?}"));
     let data = map_get(result, "Data").expect("StepData without Data");
     if data.as_str() == Some(encode::RET) {
-        return (event_id, false);
+        return (event_id, StepData::Ret);
     }
     let method = map_get(data, "Method")
         .and_then(rmpv::Value::as_str)
         .unwrap_or_else(|| panic!("call without Method: {data:?}"));
-    let args = map_get(data, "Args").expect("call without Args");
-    assert!(args.is_array(), "Args is not an array: {args:?}");
-    let ends = matches!(method, "kong.response.exit" | "kong.response.error");
-    (event_id, !ends)
+    let args = map_get(data, "Args")
+        .and_then(rmpv::Value::as_array)
+        .unwrap_or_else(|| panic!("call without an Args array: {data:?}"));
+    let what = match method {
+        "kong.response.exit" | "kong.response.error" => StepData::Ends(method.into(), args.clone()),
+        _ => StepData::Waits,
+    };
+    (event_id, what)
+}
+
+/// The phase bits of an event id, as the daemon issues them (`serial << 3 | phase`).
+fn phase_of(event_id: u64) -> Option<Phase> {
+    Phase::from_code((event_id & 7) as u8)
+}
+
+/// The call that ends a request in `phase` in a failed plugin's place: Kong has no
+/// `kong.response.error` in the stream subsystem.
+fn ending(phase: Phase, status: u64) -> StepData {
+    let method = if phase == Phase::Preread {
+        "kong.response.exit"
+    } else {
+        "kong.response.error"
+    };
+    StepData::Ends(method.into(), vec![rmpv::Value::from(status)])
+}
+
+/// Checks what an event's StepData asks, for an event of `phase`.
+fn check_event_step(daemon: &Daemon, phase: Phase, event_id: u64, what: &StepData) {
+    assert_eq!(
+        phase_of(event_id),
+        Some(phase),
+        "event {event_id}'s phase bits"
+    );
+    assert_eq!(
+        daemon.has_waiting_event(&Scope::All, event_id),
+        *what == StepData::Waits,
+        "the event waits exactly when the handler waits for Kong: {what:?}"
+    );
+    match phase {
+        // The probe runs only access: its own exit(403, "denied"), or the daemon's end in
+        // its place when it fails (an error, a panic, an answer it cannot decode).
+        Phase::Access => {
+            if let StepData::Ends(method, args) = what {
+                let own = method == "kong.response.exit"
+                    && args.len() == 2
+                    && args[0].as_u64() == Some(403);
+                assert!(
+                    own || *what == ending(phase, 500),
+                    "access ended with {what:?}"
+                );
+            }
+        }
+        // No handler: the request ends (500) where the phase can end it, else goes on.
+        _ if phase.can_end_request() => assert_eq!(*what, ending(phase, 500), "{phase}"),
+        _ => assert_eq!(*what, StepData::Ret, "{phase}"),
+    }
 }
 
 /// One message, as a connection handles it; returns false when the connection would close.
-fn exchange(daemon: &Daemon, base: u64, message: &[u8], out: &mut Vec<u8>) -> bool {
-    let translated = translate_ids(message, base);
+fn exchange(daemon: &Daemon, issued: &mut Issued, message: &[u8], out: &mut Vec<u8>) -> bool {
+    let translated = translate_ids(message, issued);
     let message = translated.as_deref().unwrap_or(message);
     out.clear();
-    let (msgid, method, target) = match check_parse(message) {
+    let (msgid, expected) = match check_parse(message) {
         Ok(req) => {
-            let target = target_of(req.method, req.arg);
-            let before = match target {
-                Target::Instance(id) => daemon.instances.contains_key(&id),
-                Target::Event(id) => daemon.events.contains_key(&id),
-                Target::None => false,
+            let expected = match Rpc::parse(&req) {
+                Ok(rpc) if stalls(&rpc) => return true,
+                Ok(rpc) => expect(daemon, &rpc),
+                Err(_) => Expect::Error(None),
             };
-            block_on(methods::dispatch(daemon, &req, out));
-            (req.msgid, Some((req.method.to_vec(), before)), target)
+            block_on(rpc::respond(daemon, &Scope::All, &req, out));
+            (req.msgid, expected)
         }
         Err(RequestError::Malformed { msgid, reason }) => {
-            encode::error(out, msgid, &format!("malformed request: {reason}"));
-            (msgid, None, Target::None)
+            RpcError::Malformed(reason).write(msgid, out);
+            (msgid, Expect::Error(None))
         }
         Err(RequestError::Unanswerable(_)) => return false,
     };
@@ -281,10 +345,6 @@ fn exchange(daemon: &Daemon, base: u64, message: &[u8], out: &mut Vec<u8>) -> bo
         eprintln!("{:?} -> {response}", String::from_utf8_lossy(message));
     }
 
-    let Some((method, existed)) = method else {
-        assert!(error.is_str() && result.is_nil(), "{response:?}");
-        return true;
-    };
     if let Some(error) = error.as_str() {
         assert!(
             result.is_nil(),
@@ -292,93 +352,75 @@ fn exchange(daemon: &Daemon, base: u64, message: &[u8], out: &mut Vec<u8>) -> bo
         );
         // Kong restarts the instance on this wording: only for an unknown instance, even
         // when the request (a plugin name, an event name) or a plugin's error text echoes it.
-        if error.to_lowercase().contains("no plugin instance") {
-            let genuine = matches!(target, Target::Instance(id)
-                if !existed && error == format!("no plugin instance {id}"));
-            assert!(genuine, "{error:?} for {:?}", String::from_utf8_lossy(&method));
-        }
-        match target {
-            Target::Instance(id) if !existed => {
-                assert_eq!(error, format!("no plugin instance {id}"))
+        let restarts = error.to_lowercase().contains("no plugin instance");
+        match &expected {
+            Expect::Error(Some(text)) => assert_eq!(error, text),
+            Expect::Error(None) | Expect::Either => {
+                assert!(!restarts, "{error:?} for {expected:?}")
             }
-            Target::Event(id) => {
-                assert!(
-                    !daemon.events.contains_key(&id),
-                    "a failed step leaves its event"
-                );
-                if !existed {
-                    assert!(
-                        error.starts_with(&format!("no running event {id} ")),
-                        "{error}"
-                    );
-                }
-            }
-            _ => {}
+            _ => panic!(
+                "an error reply {error:?} where {expected:?}: Kong would proxy past the plugin"
+            ),
         }
         return true;
     }
     assert!(error.is_nil(), "the error is a string or nil: {response:?}");
     assert!(!result.is_nil(), "a successful response has a result");
-    match method.as_slice() {
-        b"plugin.StartInstance" => {
-            let id = map_get(result, "Id")
-                .and_then(rmpv::Value::as_u64)
-                .expect("Id");
-            assert!(id >= base && daemon.instances.contains_key(&id));
+    match expected {
+        Expect::Error(_) => panic!("{expected:?} succeeded: {response:?}"),
+        Expect::Either => {
+            if let Some(id) = map_get(result, "Id").and_then(rmpv::Value::as_u64) {
+                // A started instance: new, and now known.
+                assert!(!issued.instances.contains(&id));
+                assert!(daemon.instance_status(&Scope::All, id).is_ok());
+                issued.instances.push(id);
+            } else {
+                assert!(map_get(result, "Name").is_some(), "{result:?}");
+            }
         }
-        b"plugin.HandleEvent" => {
-            assert!(matches!(target, Target::Instance(_)) && existed);
-            let (event, waits) = check_step_data(result);
-            assert!(event >= base);
-            assert_eq!(daemon.events.contains_key(&event), waits, "event table");
+        Expect::NewEvent(phase) => {
+            let (event, what) = check_step_data(result);
+            assert!(!issued.events.contains(&event), "a new event id");
+            issued.events.push(event);
+            check_event_step(daemon, phase, event, &what);
         }
-        m if is_step(m) => {
-            let Target::Event(id) = target else {
-                panic!("a step without an event id succeeded")
-            };
-            assert!(existed, "a step for no event succeeded");
-            let (event, waits) = check_step_data(result);
+        Expect::Resumed(id) => {
+            let (event, what) = check_step_data(result);
             assert_eq!(event, id, "the step's own event");
-            assert_eq!(daemon.events.contains_key(&event), waits, "event table");
+            let phase = phase_of(id).expect("a waiting event has a phase");
+            check_event_step(daemon, phase, id, &what);
         }
-        b"plugin.CloseInstance" => {
-            let Target::Instance(id) = target else {
-                panic!("closed no id")
-            };
-            assert!(existed && !daemon.instances.contains_key(&id));
+        Expect::Unknown(id) => {
+            let (event, what) = check_step_data(result);
+            assert_eq!(event, id, "the step's own event");
+            assert!(!daemon.has_waiting_event(&Scope::All, id));
+            match phase_of(id) {
+                Some(phase) if phase.can_end_request() => assert_eq!(what, ending(phase, 503)),
+                _ => assert_eq!(what, StepData::Ret),
+            }
+        }
+        Expect::Instance { id, closes } => {
             assert_eq!(
                 map_get(result, "Id").and_then(rmpv::Value::as_u64),
                 Some(id)
             );
+            assert_eq!(daemon.instance_status(&Scope::All, id).is_ok(), !closes);
         }
-        b"plugin.InstanceStatus" => {
-            let Target::Instance(id) = target else {
-                panic!("status of no id")
-            };
-            assert!(existed);
-            assert_eq!(
-                map_get(result, "Id").and_then(rmpv::Value::as_u64),
-                Some(id)
-            );
-        }
-        b"plugin.GetPluginInfo" => assert!(map_get(result, "Name").is_some(), "{result:?}"),
-        b"plugin.GetStatus" => assert!(map_get(result, "Plugins").is_some(), "{result:?}"),
-        other => panic!("{:?} succeeded", String::from_utf8_lossy(other)),
+        Expect::Result => assert!(map_get(result, "Plugins").is_some(), "{result:?}"),
     }
     true
 }
 
 fuzz_target!(init: install_panic_hook(), |data: &[u8]| {
     let daemon = daemon();
-    // The daemon's next id; the fuzzer's id n means base + n.
-    let base = daemon.ids.next() + 1;
+    let mut issued = Issued::default();
     let mut out = Vec::new();
     let mut rest = data;
     for _ in 0..MAX_MESSAGES {
         let Ok(Some(len)) = frame::value_len(rest, MAX_MESSAGE) else {
             break;
         };
-        if !exchange(&daemon, base, &rest[..len], &mut out) {
+        if !exchange(&daemon, &mut issued, &rest[..len], &mut out) {
             break;
         }
         rest = &rest[len..];

@@ -7,8 +7,8 @@
 
 #![no_main]
 
-use kong_rust_pluginserver::protocol::{RequestError, frame};
 use kong_rust_pluginserver_fuzz::{check_frame, check_parse, exercise_argument_readers};
+use kong_rust_pluginserver_protocol::{RequestError, frame};
 use libfuzzer_sys::fuzz_target;
 
 /// A small limit, so that oversized declarations are reached with short inputs.

@@ -3,15 +3,7 @@
 //! Every check panics on a violation, which libFuzzer reports as a crash with the input.
 //! rmpv serves as an independent MessagePack decoder to compare the daemon's own against.
 
-use std::{
-    future::Future,
-    pin::pin,
-    sync::Arc,
-    task::{Context, Poll, Wake, Waker},
-    thread::Thread,
-};
-
-use kong_rust_pluginserver::protocol::{
+use kong_rust_pluginserver_protocol::{
     Request, RequestError, decode::Reader, for_each_entry, frame, parse_request,
 };
 
@@ -155,28 +147,5 @@ pub fn exercise_argument_readers(arg: &[u8]) {
             assert_eq!(visited.is_ok(), arg[0] == 0x90, "empty array {arg:x?}")
         }
         _ => assert!(visited.is_err(), "visited a {value:?} as a map"),
-    }
-}
-
-/// Wakes a parked thread.
-struct ThreadWaker(Thread);
-
-impl Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// Runs a future to completion on this thread. `methods::dispatch` only suspends when a
-/// plugin waits on its own I/O; its waker then unparks this thread.
-pub fn block_on<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        std::thread::park();
     }
 }

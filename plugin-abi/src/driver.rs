@@ -6,7 +6,6 @@
 //! daemon: a panicking handler fails its event and nothing else.
 
 use std::{
-    any::Any,
     future::Future,
     panic::{AssertUnwindSafe, catch_unwind},
     pin::Pin,
@@ -15,7 +14,12 @@ use std::{
 };
 
 use crate::{
-    InstanceInfo, Phase, error::PdkResult, exchange::Exchange, pdk::Kong, plugin::Plugin,
+    InstanceInfo, Phase,
+    error::PdkResult,
+    exchange::Exchange,
+    panics::{dispose_panic, take_panic_message},
+    pdk::Kong,
+    plugin::Plugin,
     runtime::Lease,
 };
 
@@ -158,32 +162,5 @@ impl EventDriver {
 impl Drop for EventDriver {
     fn drop(&mut self) {
         self.finish();
-    }
-}
-
-/// The message of a caught panic; the payload is then disposed of with [`dispose_panic`].
-pub fn take_panic_message(payload: Box<dyn Any + Send>) -> String {
-    let message = panic_message(&*payload).to_owned();
-    dispose_panic(payload);
-    message
-}
-
-/// Drops a caught panic's payload without letting it unwind: a payload's `Drop` may panic
-/// too (and unwinding out of the plugin's FFI functions would abort the daemon), so it is
-/// dropped under `catch_unwind`, and the payload of *that* panic is leaked.
-pub fn dispose_panic(payload: Box<dyn Any + Send>) {
-    if let Err(second) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-        std::mem::forget(second);
-    }
-}
-
-/// The message of a panic payload, as `std` prints it.
-pub fn panic_message(payload: &(dyn Any + Send)) -> &str {
-    if let Some(s) = payload.downcast_ref::<&'static str>() {
-        s
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s
-    } else {
-        "(non-string panic payload)"
     }
 }

@@ -26,7 +26,8 @@ use kong_rust_plugin_abi::{
 
 use crate::{
     InstanceInfo,
-    driver::{EventDriver, Input, Step, dispose_panic, take_panic_message},
+    driver::{EventDriver, Input, Step},
+    panics::{dispose_panic, take_panic_message},
     plugin::{Plugin, construct},
     runtime::Lease,
 };

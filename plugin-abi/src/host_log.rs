@@ -54,7 +54,7 @@ const ABORTING: [&str; 2] = [
 /// turn into an abort would take the whole daemon down; its thread is parked for good
 /// instead (its request fails after Kong's timeout, and that one thread is lost).
 fn report_panic(info: &std::panic::PanicHookInfo<'_>) {
-    let message = crate::driver::panic_message(info.payload());
+    let message = crate::panics::panic_message(info.payload());
     let location = info
         .location()
         .map(|l| format!(" at {}:{}:{}", l.file(), l.line(), l.column()))

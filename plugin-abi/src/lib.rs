@@ -29,6 +29,7 @@ mod exchange;
 mod export;
 mod host_log;
 pub mod kong_versions;
+mod panics;
 pub mod pdk;
 mod plugin;
 mod runtime;
@@ -91,8 +92,9 @@ pub mod __private {
     /// The handler driver, for the test kit.
     pub mod driver {
         pub use crate::{
-            driver::{EventDriver, Input, Step, panic_message},
+            driver::{EventDriver, Input, Step},
             exchange::ends_event,
+            panics::panic_message,
         };
     }
 }

@@ -279,7 +279,7 @@ where
         task.await.map_err(|e| match e.try_into_panic() {
             Ok(panic) => PdkError::plugin(format_args!(
                 "spawn_blocking: the blocking code panicked: {}",
-                crate::driver::take_panic_message(panic)
+                crate::panics::take_panic_message(panic)
             )),
             Err(e) => PdkError::plugin(format_args!("spawn_blocking: {e}")),
         })

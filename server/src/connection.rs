@@ -12,6 +12,8 @@
 //! [`Stop`]: the connection sat idle too long, a message took too long to arrive, or the
 //! daemon is handing its connections to a successor.
 
+pub mod budget;
+
 use std::future::Future;
 
 use kong_rust_pluginserver_protocol::{RequestError, encode, frame, parse_request};
@@ -19,8 +21,8 @@ use kong_rust_pluginserver_protocol::{RequestError, encode, frame, parse_request
 use crate::{
     daemon::{Daemon, Scope},
     rpc::{self, Rpc, RpcError},
-    serving::budget::BufferBudget,
 };
+use budget::BufferBudget;
 
 /// Initial size of a connection's input buffer; it grows for larger messages (up to the
 /// message size limit, within the daemon-wide buffer budget) and shrinks back after them.

@@ -13,7 +13,7 @@
 //! - [`metrics`] (the families, a leaf) and [`admin`] (their HTTP endpoint);
 //! - [`settings`]: flags, environment and config file; [`log_throttle`]: repeated warnings
 //!   held to a rate;
-//! - [`kong_compat`]: the daemon set up for the Kong release it serves (`--kong-version`);
+//! - [`kong_compat`]: what the Kong release served (`--kong-version`) accepts of a plugin;
 //! - [`dump`], [`conf_lines`], [`plugin_links`], [`template`], [`playback`]: what the
 //!   subcommands produce.
 

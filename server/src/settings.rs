@@ -169,7 +169,7 @@ pub struct SettingsArgs {
     )]
     pub plugins_directory: Option<PathBuf>,
 
-    /// Kong's prefix directory; sockets are created there as <plugin>.socket
+    /// Kong's prefix directory; sockets are created there as PLUGIN.socket
     /// [default: /usr/local/kong].
     #[arg(
         short = 'p',

@@ -37,7 +37,7 @@ pub use ctx::{Ctx, CtxShared};
 pub use ip::Ip;
 pub use log::{Log, SerializeMode};
 pub use nginx::{Nginx, NginxStatistics};
-pub use node::{Cluster, Node, PluginInfo};
+pub use node::{Cluster, Node, PluginEntity};
 pub use request::{QueryArg, Request};
 pub use response::Response;
 pub use router::Router;
@@ -126,8 +126,8 @@ impl Kong {
     }
 
     /// `kong.plugin`: the running plugin entity.
-    pub fn plugin(&self) -> PluginInfo<'_> {
-        PluginInfo { kong: self }
+    pub fn plugin(&self) -> PluginEntity<'_> {
+        PluginEntity { kong: self }
     }
 
     /// `kong.request`: the client's request.

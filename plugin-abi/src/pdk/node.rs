@@ -62,12 +62,13 @@ impl Cluster<'_> {
     }
 }
 
-/// `kong.plugin`, from [`Kong::plugin`].
-pub struct PluginInfo<'k> {
+/// `kong.plugin`: the plugin entity (Kong's configured plugin) this handler runs for, from
+/// [`Kong::plugin`].
+pub struct PluginEntity<'k> {
     pub(crate) kong: &'k Kong,
 }
 
-impl PluginInfo<'_> {
+impl PluginEntity<'_> {
     /// `kong.plugin.get_id()`: the UUID of the plugin entity running (Kong 3.3+).
     /// All phases.
     pub async fn get_id(&self) -> PdkResult<String> {

@@ -22,8 +22,8 @@ use kong_rust_pdk::{
 pub struct Simulation {
     pub(crate) request: TestRequest,
     pub(crate) recorded: Recorded,
-    /// `kong.log.inspect.off()` was called (Kong starts with inspection on).
-    pub(crate) inspect_off: bool,
+    /// What Kong keeps about the request besides its effects (`kong.log.inspect` on or off).
+    pub(crate) kong: answer::KongState,
 }
 
 impl Simulation {
@@ -34,7 +34,7 @@ impl Simulation {
         Simulation {
             request,
             recorded,
-            inspect_off: false,
+            kong: answer::KongState::default(),
         }
     }
 
@@ -134,7 +134,14 @@ impl Simulation {
         });
         match self.request.answers.get(method) {
             Some(fixed) => Ok(fixed.clone()),
-            None => answer::answer(self, phase, method, args),
+            None => answer::answer(
+                &self.request,
+                &mut self.recorded,
+                &mut self.kong,
+                phase,
+                method,
+                args,
+            ),
         }
     }
 

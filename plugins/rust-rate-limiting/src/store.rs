@@ -62,7 +62,7 @@ const SWEEP_INTERVAL_MS: u64 = 1_000;
 /// plugin (keys carry the plugin entity and window length, so configurations do not mix).
 /// Being process-wide, counters also survive the plugin being rebuilt (an idle instance
 /// released, a configuration re-sent). Every counter expires with its window, and expired
-/// ones are swept at most once per [`SWEEP_INTERVAL_MS`], so memory is bounded by the
+/// ones are swept at most once a second, so memory is bounded by the
 /// clients seen in the last two windows.
 #[derive(Debug, Default)]
 pub struct LocalCounters {

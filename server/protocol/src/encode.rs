@@ -2,7 +2,7 @@
 //!
 //! Responses are written straight into the connection's reusable output buffer with `rmp`'s
 //! primitive writers: no intermediate values, no allocation once the buffer has grown.
-//! Writes into a `Vec` cannot fail, so the `rmp` results are unwrapped through [`ok`].
+//! Writes into a `Vec` cannot fail, so the `rmp` results are unwrapped (in one place, `ok`).
 
 use rmp::encode as mp;
 

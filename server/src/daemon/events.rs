@@ -29,7 +29,10 @@ use kong_rust_plugin_abi::{EventBox, EventPoll, FfiWaker, OnFailure, Phase, Step
 use kong_rust_pluginserver_protocol::frame;
 use sync_wrapper::SyncWrapper;
 
-use super::{Daemon, EventIds, PluginEntry, Scope, instances::Instance};
+use super::{
+    Daemon, EventIds, PluginEntry, Scope,
+    instances::{Instance, UnknownInstance},
+};
 use crate::waitable::WaitableCount;
 
 /// What Kong is told next about an event: the `Data` of its StepData.
@@ -105,12 +108,6 @@ impl FailureReason {
         }
     }
 }
-
-/// `HandleEvent` for an instance this daemon does not have (or not on this socket):
-/// Kong starts the instance again when told so.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("no plugin instance {0}")]
-pub struct UnknownInstance(pub u64);
 
 /// `HandleEvent` with an event name that is no phase at all: there is no request phase
 /// to end, so this one stays an error (Kong never sends it).

@@ -85,7 +85,7 @@ pub struct EventIds {
 }
 
 impl EventIds {
-    /// Starts at the current time in milliseconds, times [`SERIALS_PER_MS`].
+    /// Starts at the current time in milliseconds, times the serials per millisecond.
     pub fn from_clock() -> EventIds {
         EventIds {
             next_serial: AtomicU64::new((since_epoch().as_millis() as u64).max(1) * SERIALS_PER_MS),

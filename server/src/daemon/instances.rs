@@ -14,11 +14,17 @@ use kong_rust_plugin_abi::{InstanceBox, PluginErrorFfi};
 use serde::Serialize;
 
 use super::{
-    Daemon, Scope, UnknownInstance,
+    Daemon, Scope,
     instance_config::{self, InstanceConfig},
     plugins::{Configure, Configured, PluginEntry},
     unix_now,
 };
+
+/// A request naming an instance this daemon does not have (or not on this socket): Kong
+/// starts the instance again when told so, in exactly these words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no plugin instance {0}")]
+pub struct UnknownInstance(pub u64);
 
 /// One Kong instance of a plugin.
 pub(crate) struct Instance {

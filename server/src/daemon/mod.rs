@@ -9,15 +9,19 @@
 //! - [`plugins`](PluginEntry): loaded libraries, their constructed configurations, counters;
 //! - `instances`: `StartInstance`, `CloseInstance`, `InstanceStatus`, idle expiry;
 //! - `events`: `HandleEvent`, `Step`, failing closed, eviction and reaping;
-//! - `status`: what `GetStatus`, `status` and the metrics report.
+//! - `status`: what `GetStatus`, `status` and the metrics report;
+//! - `protobuf_gate`: the PDK calls ProtoBuf:1 cannot carry, refused before Kong sees them;
+//! - `version_gate`: the daemon set up for the Kong release it serves (`--kong-version`).
 
 mod events;
 mod ids;
 mod instance_config;
 mod instances;
 mod plugins;
+mod protobuf_gate;
 mod refused;
 mod status;
+mod version_gate;
 
 use std::{
     collections::HashMap,
@@ -32,14 +36,14 @@ use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
 use sync_wrapper::SyncWrapper;
 
-pub use events::{
-    CallGate, EventReply, FailureReason, NotAPhase, StartEventError, UnknownInstance,
-};
+pub use events::{CallGate, EventReply, FailureReason, NotAPhase, StartEventError};
 pub use ids::EventIds;
 pub use instance_config::BOOKKEEPING_KEYS;
-pub use instances::{InstanceStatus, StartError};
+pub use instances::{InstanceStatus, StartError, UnknownInstance};
 pub use plugins::{PluginEntry, PluginSlot, Scope};
+pub use protobuf_gate::OutsideProtobuf;
 pub use status::{DaemonStatus, PluginStatus};
+pub use version_gate::VersionGate;
 
 use crate::waitable::WaitableCount;
 use crate::{
@@ -132,7 +136,7 @@ impl Daemon {
         self.protocol = protocol;
         if protocol == Protocol::Protobuf {
             self.instance_ids = InstanceIds::int32_from_clock();
-            self = self.with_call_gate(crate::protobuf::OutsideProtobuf);
+            self = self.with_call_gate(OutsideProtobuf);
         }
         self
     }

@@ -46,7 +46,7 @@ pub struct PluginStatus {
     pub load_time: u64,
     /// `fail-closed` or `fail-open`: what a failure does to the request.
     pub on_failure: &'static str,
-    /// Its newest instances, at most [`STATUS_INSTANCES`].
+    /// Its newest instances, a bounded number of them.
     pub instances: Vec<InstanceStatus>,
     /// How many instances it has.
     pub instance_count: usize,

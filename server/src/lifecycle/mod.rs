@@ -166,7 +166,7 @@ pub fn run(settings: &Settings) -> Result<(), LifecycleError> {
         );
     }
     let daemon = Daemon::new(scan.plugins.into_values(), settings.limits);
-    let daemon = crate::kong_compat::configure(daemon, settings.kong_version);
+    let daemon = daemon.for_kong_version(settings.kong_version);
     let daemon = Arc::new(daemon.with_protocol(settings.protocol));
     tracing::info!("speaking {}", settings.protocol.dump_name());
     let serving = Serving::new(daemon.clone(), serving_options(settings))

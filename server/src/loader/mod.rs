@@ -2,7 +2,7 @@
 //!
 //! Every `*.so` of the plugins directory is opened once, without following a symbolic link,
 //! checked through that descriptor, and mapped from a sealed copy of exactly the bytes
-//! checked (see [`library`]). `abi_stable` then checks the library's ABI version and the
+//! checked (the `library` module). `abi_stable` then checks the library's ABI version and the
 //! layout of its root module before anything is called. Each library is loaded by its own
 //! path, never through `RootModule::load_from*`, which caches a single module per interface
 //! type and would serve the first plugin N times. A file that fails any check is reported

@@ -17,43 +17,12 @@
 //! - a request is ended in a failed plugin's place with `kong.response.exit`, since the
 //!   protocol has no `kong.response.error`;
 //! - PDK calls outside the protocol's 74 functions fail in the plugin
-//!   ([`OutsideProtobuf`]), never reach Kong (which would abort the event);
+//!   ([`OutsideProtobuf`], a gate the daemon installs for this protocol), never reach Kong
+//!   (which would abort the event);
 //! - instance ids fit an `int32` and are never 0.
 
 mod connection;
 
 pub use connection::serve;
 
-use kong_rust_pluginserver_protocol::protobuf::transcode;
-
-use crate::daemon::CallGate;
-
-/// Refuses the PDK calls ProtoBuf:1 does not carry, naming the protocol.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OutsideProtobuf;
-
-impl CallGate for OutsideProtobuf {
-    fn refuse(&self, method: &str) -> Option<String> {
-        (!transcode::is_carried(method)).then(|| transcode::not_in_protocol().0)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_the_protocols_functions_pass_the_gate() {
-        let gate = OutsideProtobuf;
-        assert_eq!(gate.refuse("kong.request.get_header"), None);
-        assert_eq!(gate.refuse("kong.request.get_query_arg"), None);
-        for method in [
-            "kong.response.error",
-            "kong.log.emerg",
-            "kong.plugin.get_id",
-        ] {
-            let reason = gate.refuse(method).expect("refused");
-            assert!(reason.contains("ProtoBuf:1"), "{reason}");
-        }
-    }
-}
+pub use crate::daemon::OutsideProtobuf;

@@ -6,11 +6,10 @@
 //! - **plugin loops** (the default): every plugin has its own event loop(s), and its
 //!   socket's connections are served there. A loop wakes once for all its ready
 //!   connections: the cheapest mode per message. A handler that blocks stalls only its own
-//!   plugin's loop, and the [watchdog](watchdog) names it in the log and the metrics.
+//!   plugin's loop, and the watchdog names it in the log and the metrics.
 //! - **a thread per connection**: for plugins whose handlers block. Each message costs a
 //!   thread wake-up.
 
-pub mod budget;
 mod loops;
 mod registry;
 mod threads;
@@ -28,7 +27,7 @@ use std::{
     time::Duration,
 };
 
-use budget::BufferBudget;
+use crate::connection::budget::BufferBudget;
 use loops::{Command, EventLoop, Incoming};
 use tokio::sync::Notify;
 

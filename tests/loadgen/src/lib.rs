@@ -1,7 +1,6 @@
-//! Kong-side load generator for pluginservers: the MsgPack:1 wire codec a Kong worker uses,
-//! its ProtoBuf:1 exchanges ([`pb`]), and the `/proc` readings of the server process. The
-//! `loadgen` binary drives them.
+//! Kong-side load generator for pluginservers: Kong's ProtoBuf:1 exchanges ([`pb`]) and the
+//! `/proc` readings of the server process. The `loadgen` binary plays Kong's MsgPack:1
+//! client with the protocol crate's Kong side (`kong_rust_pluginserver_protocol::kong`).
 
 pub mod pb;
 pub mod procfs;
-pub mod wire;

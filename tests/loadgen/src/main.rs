@@ -1,29 +1,46 @@
-//! `loadgen`: plays N Kong workers against a pluginserver over its unix socket.
+//! `loadgen`: plays N Kong workers against a pluginserver over its unix socket, and reports
+//! what Kong would have done with the requests.
 //!
 //! Each worker is one OS thread running a single-threaded event loop, like an nginx worker:
 //! it keeps a keepalive pool of connections to the socket, takes one from the pool (or opens
 //! one) for *every* RPC call and puts it back afterwards, so the Steps of one event travel on
-//! whatever connection is idle, and many events of the worker run concurrently. It answers
-//! the hello plugins' PDK calls as Kong would (`kong.request.get_header("host")` →
-//! `"example.com"`, everything else → nil) and reports events/s, round trips/s, latency per
-//! event, and the server process's CPU time and memory read from `/proc`.
+//! whatever connection is idle, and many events of the worker run concurrently. Its MsgPack:1
+//! client is Kong's (`mp_rpc`: the protocol crate's Kong side, plus Kong's instance cache,
+//! retries and reactions). It answers the hello plugins' PDK calls as Kong would
+//! (`kong.request.get_header("host")` → `"example.com"`, everything else → nil) and reports
+//! events/s, round trips/s, latency per event, the server process's CPU time and memory
+//! read from `/proc`, and each event's outcome: returned, ended by `kong.response.exit`/
+//! `error` (by status), abandoned, or **proxied past the plugin** (an error reply, a refused
+//! connect, a connection lost under a call).
+//!
+//! `--abandon` drops a fraction of events after their first Step, as Kong does when its Lua
+//! raises inside a PDK call. `--restarts` hands the socket over to a new server process
+//! during the run, as Kong does on reload, and reports each hand-over's gap.
 //!
 //! With `--protocol protobuf` it speaks Kong's ProtoBuf:1 instead (`pb_rpc.lua`): an event
-//! takes one pooled connection for its whole PDK loop.
+//! takes one pooled connection for its whole PDK loop (`pb_rpc`).
 //!
 //! Runs are bounded: by `--events`, or by `--duration`, and always by `--max-seconds`.
 
+mod daemons;
+mod mp_rpc;
+mod outcome;
+mod pb_rpc;
+mod pool;
 mod report;
 mod run;
 
 use std::{
     path::PathBuf,
-    process::{Child, Command, ExitCode, Stdio},
-    time::{Duration, Instant},
+    process::ExitCode,
+    sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use anyhow::{Context, bail};
 use clap::Parser;
+
+use daemons::{Daemons, RestartPlan};
 
 /// Plays N Kong workers against a pluginserver socket and reports throughput, latency and
 /// the server's CPU and memory.
@@ -69,6 +86,19 @@ pub struct Cli {
     /// responses do (needs --duration or --events).
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Abandon this fraction of events (0 to 1, spread evenly) after their first Step: the
+    /// next PDK call raises, as Kong's Lua does on a bad call, and no further Step is sent.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
+    pub abandon: f64,
+    /// Restart the server this many times during the measured run: start a NEW process
+    /// (the same --spawn command), then SIGTERM the old one, as Kong does on reload.
+    /// Reports each hand-over's gap and outcomes.
+    #[arg(long, requires_all = ["spawn", "restart_every"], conflicts_with = "instances")]
+    pub restarts: Option<usize>,
+    /// Seconds from the start of the measured run to the first restart, and between
+    /// restarts.
+    #[arg(long, value_name = "SECS", requires = "restarts")]
+    pub restart_every: Option<f64>,
     /// Events run before measuring, over all workers.
     #[arg(long, default_value_t = 2000)]
     pub warmup: u64,
@@ -114,61 +144,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// A server started by `--spawn`; stopped when dropped.
-struct Spawned {
-    child: Child,
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(cli: &Cli, cmd: &str) -> anyhow::Result<Spawned> {
-    if cli.socket.exists() {
-        if std::os::unix::net::UnixStream::connect(&cli.socket).is_ok() {
-            bail!(
-                "{} is already served by another process",
-                cli.socket.display()
-            );
-        }
-        let _ = std::fs::remove_file(&cli.socket);
-    }
-    let child = Command::new("sh")
-        .arg("-c")
-        .arg(format!("exec {cmd}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| format!("spawning `{cmd}`"))?;
-    let mut spawned = Spawned { child };
-    let deadline = Instant::now() + Duration::from_secs_f64(cli.startup_timeout);
-    while std::os::unix::net::UnixStream::connect(&cli.socket).is_err() {
-        if let Ok(Some(status)) = spawned.child.try_wait() {
-            bail!(
-                "`{cmd}` exited with {status} before opening {}",
-                cli.socket.display()
-            );
-        }
-        if Instant::now() > deadline {
-            bail!("`{cmd}` did not open {} in time", cli.socket.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(spawned)
-}
-
 fn main_inner(cli: Cli) -> anyhow::Result<()> {
     if cli.workers == 0 || cli.concurrency == 0 {
         bail!("--workers and --concurrency must be at least 1");
@@ -181,25 +156,58 @@ fn main_inner(cli: Cli) -> anyhow::Result<()> {
     {
         bail!("--rate must be positive");
     }
+    if !(0.0..=1.0).contains(&cli.abandon) {
+        bail!("--abandon is a fraction, from 0 to 1");
+    }
+    if cli.protocol == Protocol::Protobuf && (cli.abandon > 0.0 || cli.restarts.is_some()) {
+        bail!("--abandon and --restarts model Kong's MsgPack:1 client only");
+    }
+    let plan = match (cli.restarts, cli.restart_every) {
+        (Some(count), Some(every)) => {
+            if !(every.is_finite() && every > 0.0) {
+                bail!("--restart-every must be a positive number of seconds");
+            }
+            if let Some(duration) = cli.duration
+                && every * count as f64 >= duration
+            {
+                bail!("{count} restarts every {every} s do not fit in --duration {duration}");
+            }
+            Some(RestartPlan {
+                every: Duration::from_secs_f64(every),
+                count,
+            })
+        }
+        _ => None,
+    };
     serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&cli.config)
         .context("--config must be a JSON object")?;
     let spawned = cli
         .spawn
         .as_deref()
-        .map(|cmd| spawn(&cli, cmd))
-        .transpose()?;
-    let pid = spawned.as_ref().map(|s| s.child.id()).or(cli.pid);
+        .map(|cmd| {
+            Daemons::spawn(
+                cmd,
+                &cli.socket,
+                Duration::from_secs_f64(cli.startup_timeout),
+            )
+        })
+        .transpose()?
+        .map(|daemons| Arc::new(Mutex::new(daemons)));
+    let pid = spawned
+        .as_ref()
+        .map(|d| d.lock().unwrap().pid())
+        .or(cli.pid);
 
     // The hard bound: whatever happens on the socket, the process ends.
     let max = Duration::from_secs_f64(cli.max_seconds);
-    let spawned_pid = spawned.as_ref().map(|s| s.child.id());
+    let alive = spawned.as_ref().map(|d| d.lock().unwrap().alive());
     std::thread::spawn(move || {
         std::thread::sleep(max);
         eprintln!(
             "loadgen: --max-seconds {} reached; giving up",
             max.as_secs_f64()
         );
-        if let Some(pid) = spawned_pid {
+        for pid in alive.iter().flat_map(|a| a.lock().unwrap().clone()) {
             // SAFETY: kill(2) on our own child.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
@@ -208,7 +216,14 @@ fn main_inner(cli: Cli) -> anyhow::Result<()> {
 
     let report = match cli.instances {
         Some(n) => run::instances(&cli, pid, n)?,
-        None => run::events(&cli, pid)?,
+        None => {
+            let restarts = plan
+                .zip(spawned.clone())
+                .map(|(plan, daemons)| run::Restarts { plan, daemons });
+            // With restarts the server changes: no /proc readings.
+            let pid = if restarts.is_some() { None } else { pid };
+            run::events(&cli, pid, restarts)?
+        }
     };
     drop(spawned);
     if cli.json {

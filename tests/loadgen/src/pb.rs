@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use kong_rust_pluginserver_protocol::protobuf::{
     Message, frame,
     kong::{handle_event, read_return, start_instance as start_call},
-    messages::{Str, rpc_return::Return},
+    messages::{ExitArgs, Str, rpc_return::Return},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -31,6 +31,8 @@ pub enum EventEnd {
     Exited {
         /// As above.
         round_trips: u64,
+        /// The exit's status (0 if its arguments do not decode).
+        status: i32,
     },
 }
 
@@ -103,7 +105,11 @@ pub async fn run_event(
         let method = rbuf[method].to_vec();
         let args = read_frame(stream, rbuf, &mut consumed).await?;
         if method == b"kong.response.exit" {
-            return Ok(EventEnd::Exited { round_trips });
+            let status = ExitArgs::decode(&rbuf[args]).map_or(0, |exit| exit.status);
+            return Ok(EventEnd::Exited {
+                round_trips,
+                status,
+            });
         }
         wbuf.clear();
         let asks_host = method == b"kong.request.get_header"

@@ -61,6 +61,74 @@ pub struct Server {
     pub rss_at: Vec<RssAt>,
 }
 
+/// How many events ended with one PDK call and status.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EndedCount {
+    /// `kong.response.exit` or `kong.response.error`.
+    pub method: String,
+    /// The status it was called with (0: none).
+    pub status: u16,
+    pub events: u64,
+}
+
+/// What Kong would have done with the requests: the event outcomes.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Outcomes {
+    /// The handler returned: proxied with the plugin's effects.
+    pub returned: u64,
+    /// Ended by `kong.response.exit`/`error`, the plugin's or the daemon's (failing
+    /// closed), by method and status.
+    pub ended: Vec<EndedCount>,
+    /// Dropped by `--abandon` after their first Step (Kong's 500).
+    pub abandoned: u64,
+    /// StartInstance failed, so Kong raised (its 500).
+    pub start_instance_failures: u64,
+    /// Error replies: Kong logs them and proxies the request past the plugin. Must be 0
+    /// for a healthy daemon.
+    pub error_replies: u64,
+    /// No daemon reachable (connect failed): logged, proxied past the plugin.
+    pub refused: u64,
+    /// A call found its connection closed: logged, proxied past the plugin.
+    pub connection_lost: u64,
+    /// error_replies + refused + connection_lost.
+    pub proxied_past_plugin: u64,
+    /// The text of the first of those (or of a failed StartInstance).
+    pub first_error: Option<String>,
+}
+
+/// One stretch of a run with restarts: before the first one, or from one restart to the
+/// next (events placed by when they ended).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WindowReport {
+    pub events: u64,
+    /// The longer of `max_latency_ms` and `failure_span_ms`: how long requests were not
+    /// served normally around the restart.
+    pub gap_ms: f64,
+    /// The longest event (any outcome), HandleEvent to its end.
+    pub max_latency_ms: f64,
+    /// From the start of the first failed event (proxied past the plugin, Kong's or the
+    /// daemon's 5xx; not `--abandon`'s) to the end of the last one.
+    pub failure_span_ms: f64,
+    #[serde(flatten)]
+    pub outcomes: Outcomes,
+}
+
+/// One hand-over of a run with `--restarts`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RestartReport {
+    /// 1, 2, ...
+    pub restart: usize,
+    /// Seconds into the measured run when the new server was started.
+    pub at_s: f64,
+    pub old_pid: u32,
+    pub new_pid: u32,
+    /// How long the old server took to exit after SIGTERM (None: still running when the
+    /// run ended).
+    pub old_exit_ms: Option<f64>,
+    #[serde(flatten)]
+    pub window: WindowReport,
+}
+
 /// An events run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct EventsReport {
@@ -68,22 +136,35 @@ pub struct EventsReport {
     pub concurrency: usize,
     /// Open-loop target, events/s (None: closed loop).
     pub rate: Option<f64>,
+    /// `--abandon`: the fraction of events abandoned after their first Step.
+    pub abandon: f64,
+    /// Events run, whatever their outcome.
     pub events: u64,
     pub round_trips: u64,
-    pub errors: u64,
-    pub first_error: Option<String>,
+    #[serde(flatten)]
+    pub outcomes: Outcomes,
+    /// Instances started (one per worker at least; more after restarts).
+    pub instance_starts: u64,
+    /// Events run again after "no plugin instance" (Kong restarts the instance).
+    pub instance_retries: u64,
     /// Open loop: events not started because the pacer reached them over 10 ms late (the
     /// load generator was starved of CPU) or too many were in flight.
     pub skipped: u64,
     pub seconds: f64,
     pub events_per_s: f64,
     pub round_trips_per_s: f64,
-    /// HandleEvent sent → `ret` received, per event.
+    /// HandleEvent sent → the event's end, per event served (returned or ended).
     pub latency_us: Percentiles,
     /// Open loop: how late events started against their schedule.
     pub start_lag_us: Option<Percentiles>,
     pub connections: u64,
+    /// Idle pooled connections dropped because the server had closed them.
+    pub closed_connections_dropped: u64,
     pub server_pid_notifications: u64,
+    /// With `--restarts`: the stretch before the first restart, then one per restart.
+    pub before_restarts: Option<WindowReport>,
+    pub restarts: Vec<RestartReport>,
+    /// None with `--restarts` (the server changes) or without a pid.
     pub server: Option<Server>,
     /// The load generator's own CPU per event (the simulated Kong side), µs.
     pub loadgen_cpu_us_per_event: f64,
@@ -138,9 +219,17 @@ pub fn text(report: &Report) -> String {
             );
             let _ = writeln!(
                 s,
-                "  throughput   {:>10.0} events/s  {:>10.0} round trips/s  ({} errors, {} skipped, {} connections)",
-                e.events_per_s, e.round_trips_per_s, e.errors, e.skipped, e.connections
+                "  throughput   {:>10.0} events/s  {:>10.0} round trips/s  ({} skipped, {} connections)",
+                e.events_per_s, e.round_trips_per_s, e.skipped, e.connections
             );
+            outcomes_text(&mut s, "  ", &e.outcomes);
+            if e.abandon > 0.0 || e.instance_retries > 0 {
+                let _ = writeln!(
+                    s,
+                    "  instances    {} started, {} events retried after \"no plugin instance\"",
+                    e.instance_starts, e.instance_retries
+                );
+            }
             let l = &e.latency_us;
             let _ = writeln!(
                 s,
@@ -174,7 +263,25 @@ pub fn text(report: &Report) -> String {
                 "  loadgen cpu  {:.2} us/event",
                 e.loadgen_cpu_us_per_event
             );
-            if let Some(err) = &e.first_error {
+            if let Some(before) = &e.before_restarts {
+                window_text(&mut s, "before restarts", before);
+            }
+            for r in &e.restarts {
+                let exit = r
+                    .old_exit_ms
+                    .map_or("still running at the end".to_owned(), |ms| {
+                        format!("exited {ms:.0} ms after SIGTERM")
+                    });
+                window_text(
+                    &mut s,
+                    &format!(
+                        "restart {} at {:.1} s (pid {} -> {}, old {exit})",
+                        r.restart, r.at_s, r.old_pid, r.new_pid
+                    ),
+                    &r.window,
+                );
+            }
+            if let Some(err) = &e.outcomes.first_error {
                 let _ = writeln!(s, "  first error: {err}");
             }
         }
@@ -192,6 +299,38 @@ pub fn text(report: &Report) -> String {
         }
     }
     s
+}
+
+/// The outcome lines.
+fn outcomes_text(s: &mut String, indent: &str, o: &Outcomes) {
+    let ended: Vec<String> = o
+        .ended
+        .iter()
+        .map(|e| format!("{} {} x{}", e.method, e.status, e.events))
+        .collect();
+    let _ = writeln!(
+        s,
+        "{indent}outcomes     {} returned, ended: [{}], {} abandoned, {} start failures",
+        o.returned,
+        ended.join(", "),
+        o.abandoned,
+        o.start_instance_failures
+    );
+    let _ = writeln!(
+        s,
+        "{indent}proxied past the plugin: {} ({} error replies, {} refused, {} connections lost)",
+        o.proxied_past_plugin, o.error_replies, o.refused, o.connection_lost
+    );
+}
+
+/// One restart window.
+fn window_text(s: &mut String, title: &str, w: &WindowReport) {
+    let _ = writeln!(
+        s,
+        "  {title}: {} events, gap {:.1} ms (longest event {:.1} ms, failures over {:.1} ms)",
+        w.events, w.gap_ms, w.max_latency_ms, w.failure_span_ms
+    );
+    outcomes_text(s, "    ", &w.outcomes);
 }
 
 #[cfg(test)]

@@ -1,291 +1,174 @@
-//! The workers: Kong's connection pool and event loop, closed or open loop.
+//! The workers: Kong's event loops over its client, closed or open loop, and the
+//! scenarios (events, idle instances).
 
 use std::{
     cell::{Cell, RefCell},
-    ops::Range,
-    path::PathBuf,
     rc::Rc,
     sync::{
         Arc, Barrier, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, anyhow, bail};
-use kong_rust_pluginserver_loadgen::{
-    pb, procfs,
-    wire::{self, Answer, Incoming, StepData},
-};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::UnixStream,
-    task::LocalSet,
-};
+use kong_rust_pluginserver_loadgen::procfs;
+use tokio::task::LocalSet;
 
 use crate::{
     Cli, Protocol,
-    report::{EventsReport, InstancesReport, Kind, Percentiles, Report, RssAt, Server},
+    daemons::{Daemons, RestartPlan, Restarter},
+    mp_rpc::{self, ClientCounts, EventResult},
+    outcome::{Tally, Window},
+    pb_rpc,
+    pool::{Pool, PoolCounts},
+    report::{
+        EventsReport, InstancesReport, Kind, Percentiles, Report, RestartReport, RssAt, Server,
+    },
 };
 
-/// Largest response accepted.
-const MAX_MESSAGE: usize = 16 << 20;
 /// Open loop: events beyond this many in flight per worker are skipped, not queued.
 const MAX_IN_FLIGHT: usize = 4096;
 /// Open loop: an event whose start is this late is skipped.
 const MAX_LATE: Duration = Duration::from_millis(10);
-/// The value Kong answers for `kong.request.get_header("host")`.
-const HOST: &[u8] = b"example.com";
-
-/// One pooled connection with its reusable buffers.
-struct Conn {
-    stream: UnixStream,
-    rbuf: Vec<u8>,
-    wbuf: Vec<u8>,
-}
-
-impl Conn {
-    /// Sends `wbuf` and reads the response to `msgid`, skipping notifications (serverPid).
-    /// Returns where the response sits in `rbuf` and how many notifications came first.
-    async fn call(&mut self, msgid: u64) -> anyhow::Result<(Range<usize>, u64)> {
-        self.stream.write_all(&self.wbuf).await.context("write")?;
-        self.rbuf.clear();
-        let mut start = 0;
-        let mut notifications = 0;
-        loop {
-            match wire::value_len(&self.rbuf[start..], MAX_MESSAGE)? {
-                Some(n) => {
-                    let range = start..start + n;
-                    match wire::incoming(&self.rbuf[range.clone()], msgid)? {
-                        Incoming::Notification { .. } => {
-                            notifications += 1;
-                            start += n;
-                        }
-                        _ => return Ok((range, notifications)),
-                    }
-                }
-                None => {
-                    if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-                        self.rbuf.reserve(4096);
-                    }
-                    if self.stream.read_buf(&mut self.rbuf).await.context("read")? == 0 {
-                        bail!("the server closed the connection without answering");
-                    }
-                }
-            }
-        }
-    }
-}
 
 /// Counters and samples of one worker.
 #[derive(Default)]
 struct Stats {
-    events: u64,
+    tally: Tally,
     round_trips: u64,
-    errors: u64,
-    first_error: Option<String>,
     skipped: u64,
+    /// Events served (returned or ended), HandleEvent to end.
     latency_ns: Vec<u32>,
     lag_ns: Vec<u32>,
-    connections: u64,
-    notifications: u64,
+    /// With restarts: by window (0 before the first restart).
+    windows: Vec<Window>,
 }
 
-/// One Kong worker: its pool, msgid counter and stats.
+/// Which events `--abandon` drops: evenly spread, `fraction` of them.
+#[derive(Debug, Clone, Copy)]
+struct Abandon {
+    fraction: f64,
+}
+
+impl Abandon {
+    /// Whether the `n`th event (from 0) is abandoned.
+    fn picks(self, n: u64) -> bool {
+        self.fraction > 0.0
+            && ((n + 1) as f64 * self.fraction).floor() > (n as f64 * self.fraction).floor()
+    }
+}
+
+/// A worker's client, in the protocol of the run.
+enum Client {
+    Msgpack(mp_rpc::Client),
+    Protobuf(pb_rpc::Client),
+}
+
+impl Client {
+    fn new(cli: &Cli, config: String) -> Client {
+        let pool = Pool::new(cli.socket.clone());
+        match cli.protocol {
+            Protocol::Msgpack => {
+                Client::Msgpack(mp_rpc::Client::new(pool, &cli.plugin, config, &cli.phase))
+            }
+            Protocol::Protobuf => {
+                Client::Protobuf(pb_rpc::Client::new(pool, &cli.plugin, config, &cli.phase))
+            }
+        }
+    }
+
+    /// Starts the worker's instance before the run: a plugin that cannot start fails the
+    /// run here, not as a stream of failed events.
+    async fn start_first_instance(&self) -> anyhow::Result<()> {
+        match self {
+            Client::Msgpack(c) => c.start_first_instance().await.map(drop),
+            Client::Protobuf(c) => c.start_first_instance().await.map(drop),
+        }
+    }
+
+    /// Starts one more instance, with `config` (the idle-instances scenario).
+    async fn start_instance(&self, config: &str) -> anyhow::Result<()> {
+        match self {
+            Client::Msgpack(c) => match c.start_instance(config).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(text)) => bail!("StartInstance: {text}"),
+                Err(failure) => bail!("StartInstance: {failure:?}"),
+            },
+            Client::Protobuf(c) => c.start_instance(config).await.map(drop),
+        }
+    }
+
+    async fn run_event(&self, abandon: bool) -> anyhow::Result<EventResult> {
+        match self {
+            Client::Msgpack(c) => c.run_event(abandon).await,
+            Client::Protobuf(c) => c.run_event().await,
+        }
+    }
+
+    fn pool_counts(&self) -> PoolCounts {
+        match self {
+            Client::Msgpack(c) => c.pool_counts(),
+            Client::Protobuf(c) => c.pool_counts(),
+        }
+    }
+
+    fn counts(&self) -> ClientCounts {
+        match self {
+            Client::Msgpack(c) => c.counts(),
+            Client::Protobuf(c) => ClientCounts {
+                instance_starts: c.instance_starts(),
+                ..ClientCounts::default()
+            },
+        }
+    }
+}
+
+/// One Kong worker: its client (pool, instance, msgids) and stats.
 struct Worker {
-    socket: PathBuf,
-    phase: String,
-    protocol: Protocol,
-    pool: RefCell<Vec<Conn>>,
-    msgid: Cell<u64>,
+    client: Client,
     stats: RefCell<Stats>,
-}
-
-/// What to do after a response.
-enum Next {
-    Done,
-    Step {
-        event_id: u64,
-        method: &'static str,
-        answer: Answer,
-    },
-    Failed(String),
+    abandon: Abandon,
+    started_events: Cell<u64>,
+    /// With restarts: the window events now end in.
+    window: Option<Arc<AtomicUsize>>,
 }
 
 impl Worker {
-    fn new(cli: &Cli) -> Worker {
+    fn new(cli: &Cli, config: String, window: Option<Arc<AtomicUsize>>) -> Worker {
         Worker {
-            socket: cli.socket.clone(),
-            phase: cli.phase.clone(),
-            protocol: cli.protocol,
-            pool: RefCell::new(Vec::new()),
-            msgid: Cell::new(0),
+            client: Client::new(cli, config),
             stats: RefCell::new(Stats::default()),
-        }
-    }
-
-    fn next_msgid(&self) -> u64 {
-        let id = self.msgid.get() + 1;
-        self.msgid.set(id);
-        id
-    }
-
-    /// A connection from the keepalive pool (most recently used first, as ngx_lua's pool),
-    /// or a new one.
-    async fn checkout(&self) -> anyhow::Result<Conn> {
-        let pooled = self.pool.borrow_mut().pop();
-        if let Some(conn) = pooled {
-            return Ok(conn);
-        }
-        // A full listen backlog answers EAGAIN: wait a little, as a busy nginx would.
-        let mut attempts = 0;
-        let stream = loop {
-            match UnixStream::connect(&self.socket).await {
-                Ok(stream) => break stream,
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock && attempts < 1000 => {
-                    attempts += 1;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Err(err) => {
-                    return Err(err).with_context(|| format!("connect {}", self.socket.display()));
-                }
-            }
-        };
-        self.stats.borrow_mut().connections += 1;
-        Ok(Conn {
-            stream,
-            rbuf: Vec::with_capacity(4096),
-            wbuf: Vec::with_capacity(512),
-        })
-    }
-
-    fn checkin(&self, conn: Conn) {
-        self.pool.borrow_mut().push(conn);
-    }
-
-    /// One RPC on a pooled connection; `encode` writes the request for the msgid given.
-    async fn rpc<T>(
-        &self,
-        encode: impl FnOnce(&mut Vec<u8>, u64),
-        read: impl FnOnce(Incoming<'_>) -> anyhow::Result<T>,
-    ) -> anyhow::Result<T> {
-        let mut conn = self.checkout().await?;
-        let msgid = self.next_msgid();
-        conn.wbuf.clear();
-        encode(&mut conn.wbuf, msgid);
-        // A connection that failed is dropped, not returned to the pool.
-        let (range, notifications) = conn.call(msgid).await?;
-        let result = read(wire::incoming(&conn.rbuf[range], msgid)?);
-        if notifications > 0 {
-            self.stats.borrow_mut().notifications += notifications;
-        }
-        self.checkin(conn);
-        result
-    }
-
-    async fn start_instance(&self, plugin: &str, config: &str) -> anyhow::Result<u64> {
-        if self.protocol == Protocol::Protobuf {
-            let mut conn = self.checkout().await?;
-            // pb_rpc.lua's first call sends sequence 2.
-            let sequence = self.next_msgid() as i64 + 1;
-            let Conn {
-                stream, rbuf, wbuf, ..
-            } = &mut conn;
-            let id = pb::start_instance(stream, rbuf, wbuf, sequence, plugin, config).await?;
-            self.checkin(conn);
-            return Ok(id as u64);
-        }
-        self.rpc(
-            |out, msgid| wire::start_instance(out, msgid, plugin, config),
-            |incoming| match incoming {
-                Incoming::Ok(status) => status_id(status),
-                Incoming::Err(e) => bail!("StartInstance: {}", String::from_utf8_lossy(e)),
-                Incoming::Notification { .. } => unreachable!(),
+            abandon: Abandon {
+                fraction: cli.abandon,
             },
-        )
-        .await
-    }
-
-    /// Kong's event loop for one event: HandleEvent, then a Step per PDK call.
-    /// Returns the number of round trips, or the error the server answered.
-    async fn run_event(&self, instance: u64) -> anyhow::Result<Result<u64, String>> {
-        if self.protocol == Protocol::Protobuf {
-            return self.run_event_pb(instance).await;
-        }
-        let mut next = self
-            .rpc(
-                |out, msgid| wire::handle_event(out, msgid, instance, &self.phase),
-                decide,
-            )
-            .await?;
-        let mut round_trips = 1;
-        loop {
-            match next {
-                Next::Done => return Ok(Ok(round_trips)),
-                Next::Failed(err) => return Ok(Err(err)),
-                Next::Step {
-                    event_id,
-                    method,
-                    answer,
-                } => {
-                    next = self
-                        .rpc(
-                            |out, msgid| wire::step(out, msgid, method, event_id, answer),
-                            decide,
-                        )
-                        .await?;
-                    round_trips += 1;
-                }
-            }
+            started_events: Cell::new(0),
+            window,
         }
     }
 
-    /// Kong's ProtoBuf:1 event: one pooled connection for the whole PDK loop; after
-    /// `kong.response.exit` Kong abandons the connection.
-    async fn run_event_pb(&self, instance: u64) -> anyhow::Result<Result<u64, String>> {
-        let mut conn = self.checkout().await?;
-        let sequence = self.next_msgid() as i64 + 1;
-        let Conn {
-            stream, rbuf, wbuf, ..
-        } = &mut conn;
-        let end = pb::run_event(
-            stream,
-            rbuf,
-            wbuf,
-            sequence,
-            instance as i32,
-            &self.phase,
-            HOST,
-        )
-        .await?;
-        Ok(Ok(match end {
-            pb::EventEnd::Returned { round_trips } => {
-                self.checkin(conn);
-                round_trips
-            }
-            pb::EventEnd::Exited { round_trips } => round_trips,
-        }))
-    }
-
-    /// Runs one event and records it.
-    async fn event_recorded(&self, instance: u64, lag: Option<Duration>) -> anyhow::Result<()> {
+    /// Runs one event and records it; `Err` only for a server that breaks the protocol.
+    async fn event_recorded(&self, lag: Option<Duration>) -> anyhow::Result<()> {
+        let n = self.started_events.get();
+        self.started_events.set(n + 1);
         let start = Instant::now();
-        let outcome = self.run_event(instance).await?;
-        let elapsed = start.elapsed();
+        let result = self.client.run_event(self.abandon.picks(n)).await?;
+        let end = Instant::now();
         let mut stats = self.stats.borrow_mut();
-        match outcome {
-            Ok(round_trips) => {
-                stats.events += 1;
-                stats.round_trips += round_trips;
-                stats.latency_ns.push(nanos(elapsed));
-                if let Some(lag) = lag {
-                    stats.lag_ns.push(nanos(lag));
-                }
+        stats.tally.add(&result.outcome);
+        stats.round_trips += result.round_trips;
+        if result.outcome.served() {
+            stats.latency_ns.push(nanos(end - start));
+            if let Some(lag) = lag {
+                stats.lag_ns.push(nanos(lag));
             }
-            Err(err) => {
-                stats.errors += 1;
-                stats.first_error.get_or_insert(err);
+        }
+        if let Some(window) = &self.window {
+            let index = window.load(Ordering::Relaxed);
+            if stats.windows.len() <= index {
+                stats.windows.resize_with(index + 1, Window::default);
             }
+            stats.windows[index].add(&result.outcome, start, end);
         }
         Ok(())
     }
@@ -293,51 +176,6 @@ impl Worker {
 
 fn nanos(d: Duration) -> u32 {
     u32::try_from(d.as_nanos()).unwrap_or(u32::MAX)
-}
-
-/// The `Id` of an InstanceStatus map.
-fn status_id(status: &[u8]) -> anyhow::Result<u64> {
-    let mut r = wire::Reader::new(status);
-    for _ in 0..r.map_len()? {
-        if r.bytes()? == b"Id" {
-            return Ok(r.uint()?);
-        }
-        r.raw()?;
-    }
-    bail!("StartInstance answered without an Id")
-}
-
-/// Kong's reaction to a HandleEvent or Step response.
-fn decide(incoming: Incoming<'_>) -> anyhow::Result<Next> {
-    let result = match incoming {
-        Incoming::Ok(result) => result,
-        Incoming::Err(err) => return Ok(Next::Failed(String::from_utf8_lossy(err).into_owned())),
-        Incoming::Notification { .. } => unreachable!(),
-    };
-    Ok(match wire::step_data(result)? {
-        StepData::Ret { .. } => Next::Done,
-        StepData::Call {
-            event_id,
-            method,
-            args,
-        } => match method {
-            // Kong never answers these: the event ends when they are handed out.
-            b"kong.response.exit" | b"kong.response.error" => Next::Done,
-            b"kong.request.get_header" => Next::Step {
-                event_id,
-                method: "plugin.Step",
-                answer: match wire::first_str_arg(args) {
-                    Some(name) if name.eq_ignore_ascii_case(b"host") => Answer::Str(HOST),
-                    _ => Answer::Nil,
-                },
-            },
-            other => Next::Step {
-                event_id,
-                method: wire::step_method_for(other),
-                answer: Answer::Nil,
-            },
-        },
-    })
 }
 
 /// Kong's config JSON for instance `n`: the plugin config plus Kong's bookkeeping keys.
@@ -409,7 +247,6 @@ impl Bounds {
 /// Runs `concurrency` event loops on `worker` until `claim` refuses.
 async fn closed_loop(
     worker: &Rc<Worker>,
-    instance: u64,
     concurrency: usize,
     claim: Rc<dyn Fn() -> bool>,
     done: Rc<dyn Fn()>,
@@ -421,7 +258,7 @@ async fn closed_loop(
         let done = done.clone();
         tasks.push(tokio::task::spawn_local(async move {
             while claim() {
-                worker.event_recorded(instance, None).await?;
+                worker.event_recorded(None).await?;
                 done();
             }
             anyhow::Ok(())
@@ -437,7 +274,6 @@ async fn closed_loop(
 /// per event from its HandleEvent, and the start lag against the schedule separately.
 async fn open_loop(
     worker: &Rc<Worker>,
-    instance: u64,
     rate: f64,
     claim: Rc<dyn Fn() -> bool>,
     done: Rc<dyn Fn()>,
@@ -476,7 +312,7 @@ async fn open_loop(
             );
             tokio::task::spawn_local(async move {
                 let lag = tokio::time::Instant::now().saturating_duration_since(due);
-                match worker.event_recorded(instance, Some(lag)).await {
+                match worker.event_recorded(Some(lag)).await {
                     Ok(()) => done(),
                     Err(err) => {
                         failure.borrow_mut().get_or_insert(err);
@@ -503,8 +339,26 @@ fn share(total: u64, parts: usize, index: usize) -> u64 {
     total / parts as u64 + u64::from((index as u64) < total % parts as u64)
 }
 
-/// The events scenario.
-pub fn events(cli: &Cli, pid: Option<u32>) -> anyhow::Result<Report> {
+/// What a run with `--restarts` needs: the plan and the servers to restart.
+pub struct Restarts {
+    /// When and how often.
+    pub plan: RestartPlan,
+    /// The servers `--spawn` started.
+    pub daemons: Arc<Mutex<Daemons>>,
+}
+
+/// What a worker hands back.
+struct WorkerResult {
+    stats: Stats,
+    connections: u64,
+    closed_dropped: u64,
+    notifications: u64,
+    instance_starts: u64,
+    instance_retries: u64,
+}
+
+/// The events scenario. `pid`: the server to read from `/proc` (none with restarts).
+pub fn events(cli: &Cli, pid: Option<u32>, restarts: Option<Restarts>) -> anyhow::Result<Report> {
     let workers = cli.workers;
     let bounds = Arc::new(Bounds {
         claimed: AtomicU64::new(0),
@@ -515,6 +369,7 @@ pub fn events(cli: &Cli, pid: Option<u32>) -> anyhow::Result<Report> {
         rss_readings: Mutex::new(Vec::new()),
         pid,
     });
+    let window = restarts.as_ref().map(|_| Arc::new(AtomicUsize::new(0)));
     // Workers warm up, meet main (which reads /proc), then run the measured phase.
     let barrier = Arc::new(Barrier::new(workers + 1));
     let mut handles = Vec::new();
@@ -522,43 +377,82 @@ pub fn events(cli: &Cli, pid: Option<u32>) -> anyhow::Result<Report> {
         let cli = cli.clone();
         let bounds = bounds.clone();
         let barrier = barrier.clone();
+        let window = window.clone();
         handles.push(
             std::thread::Builder::new()
                 .name(format!("kong-worker-{index}"))
-                .spawn(move || worker_thread(&cli, index, &bounds, &barrier))?,
+                .spawn(move || worker_thread(&cli, index, &bounds, &barrier, window))?,
         );
     }
     barrier.wait();
     let before = pid.map(procfs::sample).transpose()?;
     let self_before = procfs::self_cpu_ns();
     let started = Instant::now();
+    let restarter = match (&restarts, &window) {
+        (Some(r), Some(window)) => Some(Restarter::start(
+            r.daemons.clone(),
+            r.plan,
+            window.clone(),
+            started,
+        )?),
+        _ => None,
+    };
     barrier.wait();
     let mut all = Stats::default();
+    let (mut connections, mut closed_dropped, mut notifications) = (0, 0, 0);
+    let (mut instance_starts, mut instance_retries) = (0, 0);
     let mut failure = None;
     for handle in handles {
         match handle.join().map_err(|_| anyhow!("a worker panicked"))? {
-            Ok(stats) => {
-                all.events += stats.events;
+            Ok(w) => {
+                let stats = w.stats;
+                all.tally.merge(&stats.tally);
                 all.round_trips += stats.round_trips;
-                all.errors += stats.errors;
                 all.skipped += stats.skipped;
-                all.connections += stats.connections;
-                all.notifications += stats.notifications;
-                if all.first_error.is_none() {
-                    all.first_error = stats.first_error;
-                }
                 all.latency_ns.extend_from_slice(&stats.latency_ns);
                 all.lag_ns.extend_from_slice(&stats.lag_ns);
+                if all.windows.len() < stats.windows.len() {
+                    all.windows
+                        .resize_with(stats.windows.len(), Window::default);
+                }
+                for (into, from) in all.windows.iter_mut().zip(&stats.windows) {
+                    into.merge(from);
+                }
+                connections += w.connections;
+                closed_dropped += w.closed_dropped;
+                notifications += w.notifications;
+                instance_starts += w.instance_starts;
+                instance_retries += w.instance_retries;
             }
             Err(err) => failure = failure.or(Some(err)),
         }
     }
     let seconds = started.elapsed().as_secs_f64();
     let self_cpu = procfs::self_cpu_ns() - self_before;
+    let restarted = restarter.map(Restarter::finish).transpose()?;
     if let Some(err) = failure {
         return Err(err);
     }
+    let mut restart_reports = Vec::new();
+    if let (Some(done), Some(r)) = (&restarted, &restarts) {
+        let exits = r.daemons.lock().unwrap().finish_restarts();
+        for (i, restart) in done.iter().enumerate() {
+            restart_reports.push(RestartReport {
+                restart: i + 1,
+                at_s: (restart.at - started).as_secs_f64(),
+                old_pid: restart.old_pid,
+                new_pid: restart.new_pid,
+                old_exit_ms: exits
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .map(|d| d.as_secs_f64() * 1e3),
+                window: all.windows.get(i + 1).cloned().unwrap_or_default().report(),
+            });
+        }
+    }
     let after = pid.map(procfs::sample).transpose()?;
+    let events = all.tally.events;
     let server = before.zip(after).map(|(b, a)| {
         let cpu_ns = (a.cpu_ns - b.cpu_ns) as f64;
         let mut rss_at = std::mem::take(&mut *bounds.rss_readings.lock().unwrap());
@@ -567,7 +461,7 @@ pub fn events(cli: &Cli, pid: Option<u32>) -> anyhow::Result<Report> {
             pid: pid.unwrap_or(0),
             cpu_ms: cpu_ns / 1e6,
             cpu_cores: cpu_ns / 1e9 / seconds,
-            cpu_us_per_event: cpu_ns / 1e3 / all.events.max(1) as f64,
+            cpu_us_per_event: cpu_ns / 1e3 / events.max(1) as f64,
             cpu_us_per_round_trip: cpu_ns / 1e3 / all.round_trips.max(1) as f64,
             rss_kib_before: b.rss_kib,
             rss_kib_after: a.rss_kib,
@@ -583,20 +477,27 @@ pub fn events(cli: &Cli, pid: Option<u32>) -> anyhow::Result<Report> {
             workers,
             concurrency: cli.concurrency,
             rate: cli.rate,
-            events: all.events,
+            abandon: cli.abandon,
+            events,
             round_trips: all.round_trips,
-            errors: all.errors,
-            first_error: all.first_error,
+            outcomes: all.tally.outcomes(),
+            instance_starts,
+            instance_retries,
             skipped: all.skipped,
             seconds,
-            events_per_s: all.events as f64 / seconds,
+            events_per_s: events as f64 / seconds,
             round_trips_per_s: all.round_trips as f64 / seconds,
             latency_us: Percentiles::of(&mut all.latency_ns),
             start_lag_us: lag,
-            connections: all.connections,
-            server_pid_notifications: all.notifications,
+            connections,
+            closed_connections_dropped: closed_dropped,
+            server_pid_notifications: notifications,
+            before_restarts: restarted
+                .as_ref()
+                .map(|_| all.windows.first().cloned().unwrap_or_default().report()),
+            restarts: restart_reports,
             server,
-            loadgen_cpu_us_per_event: self_cpu as f64 / 1e3 / all.events.max(1) as f64,
+            loadgen_cpu_us_per_event: self_cpu as f64 / 1e3 / events.max(1) as f64,
         })),
     })
 }
@@ -606,41 +507,38 @@ fn worker_thread(
     index: usize,
     bounds: &Arc<Bounds>,
     barrier: &Barrier,
-) -> anyhow::Result<Stats> {
+    window: Option<Arc<AtomicUsize>>,
+) -> anyhow::Result<WorkerResult> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let local = LocalSet::new();
-    let worker = Rc::new(Worker::new(cli));
+    let worker = Rc::new(Worker::new(
+        cli,
+        kong_config(cli, index as u64, false),
+        window,
+    ));
     let concurrency = share(cli.concurrency as u64, cli.workers, index).max(1) as usize;
     // Until the barrier is passed, a failure must still meet it or main would wait forever.
     let warm = local.block_on(&runtime, async {
-        let instance = worker
-            .start_instance(&cli.plugin, &kong_config(cli, index as u64, false))
-            .await?;
+        // A plugin that cannot start fails the run here, not as a stream of Kong 500s.
+        worker.client.start_first_instance().await?;
         let left = Rc::new(Cell::new(share(cli.warmup, cli.workers, index)));
         let claim: Rc<dyn Fn() -> bool> = Rc::new(move || {
             let n = left.get();
             left.set(n.saturating_sub(1));
             n > 0
         });
-        closed_loop(&worker, instance, concurrency, claim, Rc::new(|| {})).await?;
-        anyhow::Ok(instance)
+        closed_loop(&worker, concurrency, claim, Rc::new(|| {})).await
     });
     barrier.wait();
     barrier.wait();
-    let instance = warm?;
+    warm?;
     // Connections opened (and serverPid notifications read) during the warm-up count.
-    let (connections, notifications) = {
-        let warm = worker.stats.borrow();
-        (warm.connections, warm.notifications)
-    };
     *worker.stats.borrow_mut() = Stats {
         latency_ns: Vec::with_capacity(cli.events.map_or(1 << 16, |e| {
             share(e, cli.workers, index).min(1 << 24) as usize
         })),
-        connections,
-        notifications,
         ..Stats::default()
     };
     let started = Instant::now();
@@ -654,15 +552,21 @@ fn worker_thread(
     };
     local.block_on(&runtime, async {
         match cli.rate {
-            Some(rate) => {
-                open_loop(&worker, instance, rate / cli.workers as f64, claim, done).await
-            }
-            None => closed_loop(&worker, instance, concurrency, claim, done).await,
+            Some(rate) => open_loop(&worker, rate / cli.workers as f64, claim, done).await,
+            None => closed_loop(&worker, concurrency, claim, done).await,
         }
     })?;
     drop(local);
     let worker = Rc::try_unwrap(worker).map_err(|_| anyhow!("worker still shared"))?;
-    Ok(worker.stats.into_inner())
+    let (pool, client) = (worker.client.pool_counts(), worker.client.counts());
+    Ok(WorkerResult {
+        stats: worker.stats.into_inner(),
+        connections: pool.opened,
+        closed_dropped: pool.dropped_closed,
+        notifications: client.notifications,
+        instance_starts: client.instance_starts,
+        instance_retries: client.instance_retries,
+    })
 }
 
 /// The idle-instances scenario: RSS growth per instance started.
@@ -672,15 +576,17 @@ pub fn instances(cli: &Cli, pid: Option<u32>, n: u64) -> anyhow::Result<Report> 
         .enable_all()
         .build()?;
     let local = LocalSet::new();
-    let worker = Rc::new(Worker::new(cli));
+    let worker = Rc::new(Worker::new(
+        cli,
+        kong_config(cli, u64::MAX >> 16, false),
+        None,
+    ));
     local.block_on(&runtime, async {
         // Warm the server: one instance and a few events, so that buffers and allocator
         // pools that every server needs anyway are in the baseline.
-        let instance = worker
-            .start_instance(&cli.plugin, &kong_config(cli, u64::MAX >> 16, false))
-            .await?;
+        worker.client.start_first_instance().await?;
         for _ in 0..200 {
-            worker.event_recorded(instance, None).await?;
+            worker.event_recorded(None).await?;
         }
         let settle = Duration::from_millis(500);
         tokio::time::sleep(settle).await;
@@ -688,7 +594,8 @@ pub fn instances(cli: &Cli, pid: Option<u32>, n: u64) -> anyhow::Result<Report> 
         let started = Instant::now();
         for i in 0..n {
             worker
-                .start_instance(&cli.plugin, &kong_config(cli, i, true))
+                .client
+                .start_instance(&kong_config(cli, i, true))
                 .await?;
         }
         let seconds = started.elapsed().as_secs_f64();
@@ -707,4 +614,20 @@ pub fn instances(cli: &Cli, pid: Option<u32>, n: u64) -> anyhow::Result<Report> 
             }),
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abandon_picks_the_fraction_evenly() {
+        let picked = |fraction, n| (0..n).filter(|&i| Abandon { fraction }.picks(i)).count();
+        assert_eq!(picked(0.0, 1000), 0);
+        assert_eq!(picked(0.1, 1000), 100);
+        assert_eq!(picked(1.0, 1000), 1000);
+        // Evenly: every tenth event, not the first hundred.
+        assert!(!Abandon { fraction: 0.1 }.picks(0));
+        assert!(Abandon { fraction: 0.1 }.picks(9));
+    }
 }

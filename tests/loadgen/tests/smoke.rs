@@ -64,7 +64,9 @@ fn closed_loop_reports_throughput_latency_and_server_cost() {
     );
     let events = &report["events"];
     assert_eq!(f(events, &["events"]), 400.0, "{report}");
-    assert_eq!(f(events, &["errors"]), 0.0, "{report}");
+    assert_eq!(f(events, &["error_replies"]), 0.0, "{report}");
+    assert_eq!(f(events, &["proxied_past_plugin"]), 0.0, "{report}");
+    assert_eq!(f(events, &["returned"]), 400.0, "{report}");
     // rust-hello: HandleEvent + three Steps.
     assert_eq!(f(events, &["round_trips"]), 1600.0, "{report}");
     assert!(f(events, &["events_per_s"]) > 0.0);
@@ -107,6 +109,68 @@ fn open_loop_and_idle_instances_run() {
 }
 
 #[test]
+fn restarts_hand_over_to_new_servers_and_abandoned_events_are_counted() {
+    let scratch = Scratch::with_plugins(&["rust-hello"]);
+    let report = loadgen_spawning(
+        &scratch,
+        "--drain-timeout 1",
+        &[
+            "--duration",
+            "4",
+            "--restarts",
+            "2",
+            "--restart-every",
+            "1",
+            "--abandon",
+            "0.1",
+            "--warmup",
+            "20",
+            "--workers",
+            "2",
+            "--concurrency",
+            "4",
+        ],
+    );
+    let events = &report["events"];
+    let total = f(events, &["events"]);
+    let abandoned = f(events, &["abandoned"]);
+    // Every tenth event a worker starts is abandoned, unless it failed before its Step.
+    assert!(
+        abandoned > 0.0 && abandoned <= total / 10.0 + 2.0,
+        "{report}"
+    );
+    // A healthy daemon never makes Kong proxy past the plugin with an error reply.
+    assert_eq!(f(events, &["error_replies"]), 0.0, "{report}");
+    // The new servers' instances were started (Kong's "no plugin instance" or serverPid).
+    assert!(f(events, &["instance_starts"]) > 2.0, "{report}");
+    let restarts = events["restarts"].as_array().expect("restarts");
+    assert_eq!(restarts.len(), 2, "{report}");
+    let mut pids = Vec::new();
+    for (i, restart) in restarts.iter().enumerate() {
+        assert_eq!(f(restart, &["restart"]), (i + 1) as f64);
+        assert!(
+            (f(restart, &["at_s"]) - (i + 1) as f64).abs() < 0.5,
+            "{report}"
+        );
+        assert!(f(restart, &["gap_ms"]) >= f(restart, &["max_latency_ms"]));
+        pids.push(f(restart, &["old_pid"]));
+        pids.push(f(restart, &["new_pid"]));
+    }
+    assert_eq!(
+        pids[1], pids[2],
+        "the second restart stops the first one's server"
+    );
+    assert_ne!(pids[0], pids[1]);
+    // The workers reconnected: the last stretch served requests on the last server.
+    assert!(f(&restarts[1], &["returned"]) > 0.0, "{report}");
+    assert!(events["before_restarts"]["events"].as_f64().unwrap() > 0.0);
+    assert!(
+        events["server"].is_null(),
+        "no /proc readings across restarts"
+    );
+}
+
+#[test]
 fn protobuf_mode_runs_whole_events_on_pooled_connections() {
     let scratch = Scratch::with_plugins(&["rust-hello"]);
     let report = loadgen_spawning(
@@ -127,7 +191,8 @@ fn protobuf_mode_runs_whole_events_on_pooled_connections() {
     );
     let events = &report["events"];
     assert_eq!(f(events, &["events"]), 400.0, "{report}");
-    assert_eq!(f(events, &["errors"]), 0.0, "{report}");
+    assert_eq!(f(events, &["error_replies"]), 0.0, "{report}");
+    assert_eq!(f(events, &["returned"]), 400.0, "{report}");
     // rust-hello: the call, then three PDK calls, all on one connection.
     assert_eq!(f(events, &["round_trips"]), 1600.0, "{report}");
     assert_eq!(f(events, &["server_pid_notifications"]), 0.0, "{report}");

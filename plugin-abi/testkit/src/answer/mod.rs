@@ -12,7 +12,7 @@ mod response;
 mod upstream;
 
 use super::{
-    Simulation, TestRequest,
+    TestRequest,
     record::{LogLine, Recorded},
 };
 use kong_rust_pdk::{Phase, Value, types::Multimap};
@@ -155,17 +155,31 @@ fn headers_arg(v: Option<&Value>) -> Result<Multimap, String> {
     }
 }
 
-/// Kong's answer to `method(args)` in `phase`: `Ok(None)` is nil, `Err` a Lua error.
-pub(crate) fn answer(sim: &mut Simulation, phase: Phase, method: &str, args: &[Value]) -> Answer {
-    if let Some(err) = phases::phase_error(method, phase, sim.request.kong_version) {
+/// What Kong keeps about one request besides its effects.
+#[derive(Debug, Default)]
+pub(crate) struct KongState {
+    /// `kong.log.inspect.off()` was called (Kong starts with inspection on).
+    inspect_off: bool,
+}
+
+/// Kong's answer to `method(args)` in `phase` for request `req`, with its effects on `rec`
+/// and `kong`: `Ok(None)` is nil, `Err` a Lua error.
+pub(crate) fn answer(
+    req: &TestRequest,
+    rec: &mut Recorded,
+    kong: &mut KongState,
+    phase: Phase,
+    method: &str,
+    args: &[Value],
+) -> Answer {
+    if let Some(err) = phases::phase_error(method, phase, req.kong_version) {
         return Err(err);
     }
-    let (req, rec) = (&sim.request, &mut sim.recorded);
     let level = match method {
         // `kong.log(...)`, Kong's call form: notice.
         "kong.log" => Some("notice"),
         "kong.log.inspect" => {
-            if sim.inspect_off {
+            if kong.inspect_off {
                 return nil();
             }
             rec.logs.push(LogLine {
@@ -179,7 +193,7 @@ pub(crate) fn answer(sim: &mut Simulation, phase: Phase, method: &str, args: &[V
             return nil();
         }
         "kong.log.inspect.on" | "kong.log.inspect.off" => {
-            sim.inspect_off = method.ends_with("off");
+            kong.inspect_off = method.ends_with("off");
             return nil();
         }
         // Kong logs these only when it runs its own test suite (`KONG_IS_TESTING=1`).
@@ -318,6 +332,7 @@ fn parse_json_body(body: &[u8]) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Simulation;
 
     /// Every `"kong.…"` function name the PDK wrappers use.
     fn pdk_methods() -> Vec<String> {
@@ -406,7 +421,14 @@ mod tests {
             );
             let mut sim = Simulation::new(TestRequest::get("/"));
             for phase in Phase::ALL {
-                let _ = answer(&mut sim, phase, function.name, &args);
+                let _ = answer(
+                    &sim.request,
+                    &mut sim.recorded,
+                    &mut sim.kong,
+                    phase,
+                    function.name,
+                    &args,
+                );
             }
             assert!(
                 sim.unknown_calls.is_empty(),
@@ -415,7 +437,14 @@ mod tests {
             );
         }
         let mut sim = Simulation::new(TestRequest::get("/"));
-        let _ = answer(&mut sim, Phase::Access, "kong.nope.nothing", &[]);
+        let _ = answer(
+            &sim.request,
+            &mut sim.recorded,
+            &mut sim.kong,
+            Phase::Access,
+            "kong.nope.nothing",
+            &[],
+        );
         assert_eq!(sim.unknown_calls, ["kong.nope.nothing"]);
     }
 }

@@ -13,7 +13,7 @@
 //!   must not see as 0 is always sent explicitly (`max_args`/`max_headers` default 100);
 //! - results keep only the first return value, and `nil` or a zero value arrive as an
 //!   empty frame: per function, the empty result is nil or the zero value
-//!   ([`Zero`](super::Zero)).
+//!   ([`super::Zero`]).
 //!
 //! Calls the protocol cannot carry are refused ([`Refusal`]) and never sent: Kong would
 //! abort the whole event on them.
