@@ -50,7 +50,9 @@ fn write_if_changed(path: &Path, contents: &[u8]) {
     std::fs::write(path, contents).unwrap();
 }
 
-/// Copies the tree `from` to `to` (without `target` directories), file by file.
+/// Copies the tree `from` to `to` (without `target` directories), file by file. Manifests
+/// lose their `[dev-dependencies]`: cargo never builds a dependency's, and they may name
+/// workspace crates that are not copied (cargo refuses a manifest that inherits one).
 fn copy_tree(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
@@ -60,6 +62,11 @@ fn copy_tree(from: &Path, to: &Path) {
             if name != "target" {
                 copy_tree(&source, &dest);
             }
+        } else if name == "Cargo.toml" {
+            let mut manifest: toml::Table =
+                std::fs::read_to_string(&source).unwrap().parse().unwrap();
+            manifest.remove("dev-dependencies");
+            write_if_changed(&dest, toml::to_string(&manifest).unwrap().as_bytes());
         } else {
             write_if_changed(&dest, &std::fs::read(&source).unwrap());
         }
