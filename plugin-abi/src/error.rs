@@ -32,7 +32,21 @@ pub type PdkResult<T> = Result<T, PdkError>;
 ///     kong.response().set_header("x-after", "exit").await // error: unreachable
 /// }
 /// ```
-pub type Never = <fn() -> ! as crate::__private::FnOutput>::Output;
+pub type Never = <fn() -> ! as fn_output::FnOutput>::Output;
+
+/// Public but unnameable outside this module: [`Never`] needs a trait to project through.
+mod fn_output {
+    /// Names a function pointer's return type, which is how [`Never`](super::Never) names
+    /// `!` on stable Rust.
+    pub trait FnOutput {
+        /// The return type.
+        type Output;
+    }
+
+    impl<T> FnOutput for fn() -> T {
+        type Output = T;
+    }
+}
 
 /// Why a PDK call or a phase handler failed.
 #[derive(Debug, thiserror::Error)]

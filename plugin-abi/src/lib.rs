@@ -73,17 +73,6 @@ pub mod __private {
         plugin::{check_schema, construct},
     };
 
-    /// Names a function pointer's return type, which is how [`Never`](crate::Never) names
-    /// `!` on stable Rust.
-    pub trait FnOutput {
-        /// The return type.
-        type Output;
-    }
-
-    impl<T> FnOutput for fn() -> T {
-        type Output = T;
-    }
-
     /// The plugin library's runtime, for the test kit.
     pub mod runtime {
         pub use crate::runtime::Lease;
