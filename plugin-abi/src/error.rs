@@ -5,6 +5,49 @@ use std::borrow::Cow;
 /// The result of a PDK call or a phase handler.
 pub type PdkResult<T> = Result<T, PdkError>;
 
+/// The result of a call that cannot return: Rust's `!`, named on stable Rust.
+///
+/// [`Response::exit`](crate::pdk::Response::exit) and
+/// [`Response::error`](crate::pdk::Response::error) resolve to `PdkResult<Never>`: Kong never
+/// answers them, so on success their future never completes (the event ends and the
+/// handler is dropped). `?` on the result has type `!`: it ends a handler as its last
+/// expression (`kong.response().exit(401, "no").await?`) or as a statement, and the
+/// compiler flags any code after it as unreachable.
+///
+/// ```
+/// # #![deny(unreachable_code)]
+/// use kong_rust_pdk::{Kong, PdkResult};
+///
+/// async fn deny(kong: &Kong) -> PdkResult<()> {
+///     kong.response().exit(403, "forbidden").await?
+/// }
+/// ```
+///
+/// ```compile_fail
+/// # #![deny(unreachable_code)]
+/// use kong_rust_pdk::{Kong, PdkResult};
+///
+/// async fn deny(kong: &Kong) -> PdkResult<()> {
+///     kong.response().exit(403, "forbidden").await?;
+///     kong.response().set_header("x-after", "exit").await // error: unreachable
+/// }
+/// ```
+pub type Never = <fn() -> ! as fn_output::FnOutput>::Output;
+
+/// Public but unnameable outside this module: [`Never`] needs a trait to project through.
+mod fn_output {
+    /// Names a function pointer's return type, which is how [`Never`](super::Never) names
+    /// `!` on stable Rust.
+    pub trait FnOutput {
+        /// The return type.
+        type Output;
+    }
+
+    impl<T> FnOutput for fn() -> T {
+        type Output = T;
+    }
+}
+
 /// Why a PDK call or a phase handler failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -106,5 +149,27 @@ impl ConfigError {
     /// A constructor's refusal, with a message for the operator.
     pub fn rejected(message: impl std::fmt::Display) -> ConfigError {
         ConfigError::Rejected(message.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_config_names_a_field_path_but_not_the_whole_config() {
+        let missing = ConfigError::Invalid {
+            path: ".".into(),
+            reason: "missing field `mode`".into(),
+        };
+        assert_eq!(missing.to_string(), "invalid config: missing field `mode`");
+        let nested = ConfigError::Invalid {
+            path: "limits.minute".into(),
+            reason: "expected u32".into(),
+        };
+        assert_eq!(
+            nested.to_string(),
+            "invalid config at `limits.minute`: expected u32"
+        );
     }
 }

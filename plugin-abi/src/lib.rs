@@ -37,7 +37,7 @@ pub mod schema;
 pub mod types;
 mod value;
 
-pub use error::{ConfigError, PdkError, PdkResult};
+pub use error::{ConfigError, Never, PdkError, PdkResult};
 pub use kong_rust_pdk_macros::plugin;
 pub use kong_rust_plugin_abi::{InstanceInfo, OnFailure, Phase};
 pub use pdk::Kong;
@@ -47,10 +47,15 @@ pub use runtime::{SHUTDOWN_GRACE, spawn_blocking};
 pub use schemars;
 pub use value::{Bytes, Value};
 
-/// Everything a plugin usually needs: `use kong_rust_pdk::prelude::*;`.
+/// Everything a plugin usually needs: `use kong_rust_pdk::prelude::*;`. Besides the trait
+/// and the PDK handle, the types handlers name: bodies, multimaps of headers and query
+/// arguments, the consumer and credential of `kong.client`.
 pub mod prelude {
     pub use crate::{
-        ConfigError, InstanceInfo, Kong, OnFailure, PdkError, PdkResult, Phase, Plugin, Value,
+        ConfigError, InstanceInfo, Kong, Never, OnFailure, PdkError, PdkResult, Phase, Plugin,
+        Value,
+        pdk::QueryArg,
+        types::{Body, Bytes, Consumer, Credential, Multimap},
     };
 }
 

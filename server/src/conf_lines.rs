@@ -157,6 +157,24 @@ pub fn conf_key(name: &str) -> String {
     name.to_lowercase().replace('-', "_")
 }
 
+/// Pairs of plugin names Kong reads the same kong.conf keys for (`rust-hello` and
+/// `rust_hello` both give `pluginserver_rust_hello_*`), with that key. Kong cannot tell
+/// their entries apart: one would be served with the other's settings.
+pub fn key_collisions<'a>(names: &[&'a str]) -> Vec<(&'a str, &'a str, String)> {
+    let mut seen: std::collections::BTreeMap<String, &'a str> = Default::default();
+    let mut collisions = Vec::new();
+    for name in names {
+        let key = conf_key(name);
+        match seen.get(&key) {
+            Some(first) => collisions.push((*first, *name, key)),
+            None => {
+                seen.insert(key, name);
+            }
+        }
+    }
+    collisions
+}
+
 /// Kong runs the commands through `/bin/sh -c`: quote what the shell would split.
 fn shell_quote(s: &str) -> String {
     let plain = s
@@ -177,6 +195,19 @@ mod tests {
 
     fn lines(text: &str) -> Vec<&str> {
         text.lines().filter(|l| !l.starts_with('#')).collect()
+    }
+
+    #[test]
+    fn names_with_the_same_conf_key_are_found() {
+        assert_eq!(
+            key_collisions(&["a", "rust-hello", "rust_hello", "x-y", "x_y", "x-y"]),
+            [
+                ("rust-hello", "rust_hello", "rust_hello".to_owned()),
+                ("x-y", "x_y", "x_y".to_owned()),
+                ("x-y", "x-y", "x_y".to_owned()),
+            ]
+        );
+        assert!(key_collisions(&["rust-hello", "rust-hello2"]).is_empty());
     }
 
     #[test]

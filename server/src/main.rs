@@ -7,11 +7,11 @@ mod cli;
 
 use std::{path::Path, process::ExitCode};
 
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 use kong_rust_pluginserver::{
     lifecycle::isolation::worker,
     loader::probe,
-    settings::{self, Settings, SettingsArgs},
+    settings::{self, LogFormat, Settings, SettingsArgs},
 };
 
 use cli::{
@@ -41,7 +41,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let cli = Cli::parse_from(args);
+    let cli = match cli::parse(args) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
     let settings = match resolve_settings(&cli) {
         Ok(settings) => settings,
         Err(err) => {
@@ -61,7 +64,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{}", report(&err));
-            ExitCode::FAILURE
+            match err.downcast_ref::<cli::Exit>() {
+                Some(exit) => ExitCode::from(exit.code),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -9,7 +9,10 @@
 
 use std::path::Path;
 
-use kong_rust_pdk::{Phase, Value};
+use kong_rust_pdk::{
+    Phase, Value,
+    schema::{self, ConfigViolations},
+};
 use kong_rust_pdk_testkit::{Simulation, TestRequest};
 use kong_rust_pluginserver_protocol::{
     RequestError,
@@ -50,6 +53,32 @@ pub enum TryError {
     /// StartInstance failed: the plugin refused the configuration.
     #[error("{0}")]
     Plugin(String),
+    /// The daemon does not serve the plugin (its message lists the plugins it serves).
+    #[error("{0}")]
+    UnknownPlugin(String),
+    /// Kong would refuse the configuration: it breaks the plugin's schema.
+    #[error(transparent)]
+    Config(#[from] ConfigViolations),
+    /// The plugin has no handler for the phase, so Kong never runs it there.
+    #[error(
+        "plugin {plugin} has no {phase} handler (Kong never calls it in that phase); it handles: {}",
+        handled.join(", ")
+    )]
+    NoHandler {
+        /// The plugin.
+        plugin: String,
+        /// The phase asked for.
+        phase: Phase,
+        /// The phases it has handlers for.
+        handled: Vec<String>,
+    },
+}
+
+impl TryError {
+    /// Whether the plugin or its configuration is at fault (rather than the trial's setup).
+    pub fn refuses_config(&self) -> bool {
+        matches!(self, TryError::Config(_) | TryError::Plugin(_))
+    }
 }
 
 /// One PDK call of the transcript.
@@ -76,12 +105,27 @@ pub enum Ending {
     Failed(String),
 }
 
+/// A failure of the plugin during the event, as the daemon counted it. The daemon fails
+/// closed: it ended the request in the plugin's place (`kong.response.error(500)`), or let
+/// it go on where the phase cannot end it or the plugin fails open; its log says why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The handler returned an error.
+    Error,
+    /// The handler panicked.
+    Panic,
+}
+
 /// What happened.
 pub struct Played {
     /// Every PDK call, in order.
     pub calls: Vec<PlayedCall>,
     /// How it ended.
     pub ending: Ending,
+    /// Whether the handler failed, and how.
+    pub failure: Option<Failure>,
+    /// The configuration the plugin got: the one given, with Kong's defaults.
+    pub config: serde_json::Value,
     /// Kong's side: the response, the upstream request, logs.
     pub simulation: Simulation,
 }
@@ -106,6 +150,8 @@ pub fn play(
     let mut played = Played {
         calls: Vec::new(),
         ending: Ending::Returned,
+        failure: None,
+        config: config.clone(),
         simulation: Simulation::new(request),
     };
     match target {
@@ -131,6 +177,63 @@ pub fn play(
     Ok(played)
 }
 
+/// What Kong checks first, from the plugin's dump: that it handles `phase`, and that
+/// `config` passes its schema (which fills in the defaults). Returns the configuration Kong
+/// would send.
+fn check_as_kong(
+    transport: &mut impl Transport,
+    msgid: u64,
+    plugin: &str,
+    config: &serde_json::Value,
+    phase: Phase,
+) -> Result<serde_json::Value, TryError> {
+    let mut arg = Vec::new();
+    rmp::encode::write_str(&mut arg, plugin).expect("writing to a Vec");
+    let mut request = Vec::new();
+    kong::request(&mut request, msgid, "plugin.GetPluginInfo", &arg);
+    let info = match transport.call(msgid, &request)? {
+        CallResult::Ok(raw) => raw,
+        CallResult::Err(error) => return Err(TryError::UnknownPlugin(error)),
+    };
+    let info: serde_json::Value =
+        rmp_serde::from_slice(&info).map_err(|_| KongSideError::Shape("a plugin description"))?;
+    let handled: Vec<String> = info["Phases"]
+        .as_array()
+        .ok_or(KongSideError::Shape("a plugin description with Phases"))?
+        .iter()
+        .filter_map(|p| p.as_str().map(str::to_owned))
+        .collect();
+    if !handled.iter().any(|p| p == phase.name()) {
+        return Err(TryError::NoHandler {
+            plugin: plugin.to_owned(),
+            phase,
+            handled,
+        });
+    }
+    let record = schema::config_record_of(&info["Schema"])
+        .ok_or(KongSideError::Shape("a plugin schema with a config record"))?;
+    Ok(schema::check_config(record, config)?)
+}
+
+/// The daemon's failure counters of `plugin`: (errors, panics).
+fn failure_counts(
+    transport: &mut impl Transport,
+    msgid: u64,
+    plugin: &str,
+) -> Result<(u64, u64), TryError> {
+    let mut request = Vec::new();
+    kong::request(&mut request, msgid, "plugin.GetStatus", &[0x90]);
+    let status = match transport.call(msgid, &request)? {
+        CallResult::Ok(raw) => raw,
+        CallResult::Err(error) => return Err(TryError::Plugin(error)),
+    };
+    let status: serde_json::Value =
+        rmp_serde::from_slice(&status).map_err(|_| KongSideError::Shape("a daemon status"))?;
+    let counters = &status["Plugins"][plugin];
+    let count = |key: &str| counters[key].as_u64().unwrap_or(0);
+    Ok((count("Failures"), count("Panics")))
+}
+
 /// StartInstance, one event as Kong plays it, CloseInstance.
 fn play_on(
     transport: &mut impl Transport,
@@ -140,8 +243,13 @@ fn play_on(
     played: &mut Played,
 ) -> Result<(), TryError> {
     let mut msgid = 1;
+    let config = check_as_kong(transport, msgid, plugin, config, phase)?;
+    msgid += 1;
+    let before = failure_counts(transport, msgid, plugin)?;
+    msgid += 1;
     let mut request = Vec::new();
     kong::start_instance(&mut request, msgid, plugin, &config.to_string());
+    played.config = config;
     let status = match transport.call(msgid, &request)? {
         CallResult::Ok(raw) => raw,
         CallResult::Err(error) => return Err(TryError::Plugin(error)),
@@ -181,6 +289,17 @@ fn play_on(
         }
         EventEnd::Raised(error) => Ending::KongError(error),
         EventEnd::ErrorReply(error) => Ending::Failed(error),
+    };
+    // The daemon counts the failures it handled in the plugin's place. (A daemon serving
+    // real traffic at the same time may count some of those too.)
+    let after = failure_counts(transport, msgid + 1, plugin)?;
+    msgid += 1;
+    played.failure = if after.1 > before.1 {
+        Some(Failure::Panic)
+    } else if after.0 > before.0 {
+        Some(Failure::Error)
+    } else {
+        None
     };
     // Kong would keep the instance; a trial leaves nothing behind.
     request.clear();

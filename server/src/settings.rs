@@ -802,6 +802,24 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_file_is_reported_with_toml_s_lines_and_caret() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.toml");
+        std::fs::write(&path, "kong-prefix = \"/k\"\nmax-connections = \"many\"\n").unwrap();
+        let err = SettingsArgs::from_file(&path).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("config file {}: ", path.display())),
+            "{err}"
+        );
+        assert!(
+            err.lines().count() > 2,
+            "one line per line of toml's message: {err}"
+        );
+        assert!(err.contains("max-connections = \"many\""), "{err}");
+        assert!(err.contains('^'), "{err}");
+    }
+
+    #[test]
     fn the_kong_version_sets_its_defaults() {
         let v36 = SettingsArgs {
             kong_version: Some(KongVersion::V3_6),

@@ -5,14 +5,39 @@
 //! `{{pdk_dev_dependency}}`) filled in by [`render`]. [`create`] writes them to a new
 //! directory. The crate has its own `[workspace]` table, so it builds on its own wherever it
 //! is created.
+//!
+//! By default the crate gets kong-rust-pdk from the sources built into this binary
+//! ([`PdkSource::Bundled`], see `server/build.rs`): [`create`] writes them to
+//! `vendor/kong-rust-pdk/` in the crate, with this workspace's Cargo.lock, so the plugin
+//! builds with no checkout and no registry release, against exactly the PDK (and ABI) of
+//! the daemon that created it.
 
 use std::path::{Path, PathBuf};
 
 use crate::loader::is_valid_name;
 
+/// Sources built into the binary: kong-rust-pdk and the crates it needs, with standalone
+/// manifests (see `server/build.rs`).
+#[derive(Debug)]
+pub struct Bundle {
+    /// kong-rust-pdk's version.
+    pub version: &'static str,
+    /// The workspace's Cargo.lock: the dependency versions the daemon was tested with.
+    pub lock: Option<&'static str>,
+    /// Every file, by path relative to kong-rust-pdk's directory.
+    pub files: &'static [(&'static str, &'static [u8])],
+}
+
+include!(concat!(env!("OUT_DIR"), "/bundled_pdk.rs"));
+
+/// Where the bundled PDK goes, relative to the crate.
+pub const VENDOR_DIR: &str = "vendor/kong-rust-pdk";
+
 /// Where the created crate gets `kong-rust-pdk` from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PdkSource {
+    /// The sources built into this binary, written to [`VENDOR_DIR`] in the crate.
+    Bundled,
     /// A crates.io version requirement, e.g. `"0.1"`.
     Version(String),
     /// A local checkout of the crate: the `plugin-abi` directory of this repository.
@@ -26,6 +51,14 @@ impl PdkSource {
         let version = env!("CARGO_PKG_VERSION");
         let major_minor: Vec<&str> = version.split('.').take(2).collect();
         PdkSource::Version(major_minor.join("."))
+    }
+
+    /// The bundled sources when this binary has them (built from the workspace).
+    pub fn bundled() -> Result<PdkSource, TemplateError> {
+        match BUNDLED_PDK {
+            Some(_) => Ok(PdkSource::Bundled),
+            None => Err(TemplateError::NotBundled),
+        }
     }
 }
 
@@ -54,6 +87,13 @@ pub enum TemplateError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The binary carries no PDK sources (it was not built from the workspace).
+    #[error(
+        "this kong-rust-pluginserver was built without the kong-rust-pdk sources; pass \
+         --pdk-path DIR (the plugin-abi directory of a kong-rust-pluginserver checkout) or \
+         --pdk-registry"
+    )]
+    NotBundled,
     /// A file or directory could not be written.
     #[error("cannot write {path}: {source}")]
     Io {
@@ -68,7 +108,7 @@ pub enum TemplateError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct File {
     /// The path relative to the crate directory.
-    pub path: &'static str,
+    pub path: String,
     /// The content.
     pub content: String,
 }
@@ -82,8 +122,8 @@ pub struct Created {
     pub name: String,
     /// The library `cargo build` makes, e.g. `libmy_plugin.so` (in `target/<profile>/`).
     pub library: String,
-    /// The files written, relative to `dir`.
-    pub files: Vec<&'static str>,
+    /// The files written, relative to `dir` (the bundled PDK's as one entry, its directory).
+    pub files: Vec<String>,
 }
 
 impl Created {
@@ -124,24 +164,29 @@ pub fn render(name: &str, pdk: &PdkSource) -> Result<Vec<File>, TemplateError> {
             .replace("{{type_name}}", &type_name)
             .replace("{{name}}", name)
     };
-    Ok(vec![
-        File {
-            path: "Cargo.toml",
-            content: fill(CARGO_TOML),
-        },
-        File {
-            path: "src/lib.rs",
-            content: fill(LIB_RS),
-        },
-        File {
-            path: "README.md",
-            content: fill(README_MD),
-        },
-        File {
-            path: ".gitignore",
-            content: fill(GITIGNORE),
-        },
-    ])
+    let mut files: Vec<File> = [
+        ("Cargo.toml", CARGO_TOML),
+        ("src/lib.rs", LIB_RS),
+        ("README.md", README_MD),
+        (".gitignore", GITIGNORE),
+    ]
+    .into_iter()
+    .map(|(path, template)| File {
+        path: path.to_owned(),
+        content: fill(template),
+    })
+    .collect();
+    // The versions the daemon was built and tested with, as the starting point of the
+    // crate's resolution (cargo drops what the crate does not use).
+    if let (PdkSource::Bundled | PdkSource::Path(_), Some(lock)) =
+        (pdk, BUNDLED_PDK.as_ref().and_then(|b| b.lock))
+    {
+        files.push(File {
+            path: "Cargo.lock".to_owned(),
+            content: lock.to_owned(),
+        });
+    }
+    Ok(files)
 }
 
 /// Creates the crate of plugin `name` in the new directory `dir` (its parents are created
@@ -162,19 +207,51 @@ pub fn create(dir: &Path, name: &str, pdk: PdkSource) -> Result<Created, Templat
         }
         result => result.map_err(io_error(dir))?,
     }
-    for file in &files {
-        let path = dir.join(file.path);
+    let write = |path: &Path, content: &[u8]| {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io_error(parent))?;
         }
-        std::fs::write(&path, &file.content).map_err(io_error(&path))?;
+        std::fs::write(path, content).map_err(io_error(path))
+    };
+    for file in &files {
+        write(&dir.join(&file.path), file.content.as_bytes())?;
+    }
+    let mut written: Vec<String> = files.into_iter().map(|f| f.path).collect();
+    if pdk == PdkSource::Bundled {
+        let bundle = BUNDLED_PDK.as_ref().ok_or(TemplateError::NotBundled)?;
+        let vendor = dir.join(VENDOR_DIR);
+        for (path, content) in bundle.files {
+            write(&vendor.join(path), content)?;
+        }
+        write(
+            &dir.join("vendor/README.md"),
+            vendor_readme(bundle).as_bytes(),
+        )?;
+        written.push(VENDOR_DIR.to_owned());
+        written.push("vendor/README.md".to_owned());
     }
     Ok(Created {
         dir: dir.to_owned(),
         name: name.to_owned(),
         library: format!("lib{}.so", name.replace('-', "_")),
-        files: files.iter().map(|f| f.path).collect(),
+        files: written,
     })
+}
+
+/// What `vendor/` is, for whoever finds it in the crate.
+fn vendor_readme(bundle: &Bundle) -> String {
+    format!(
+        "# Bundled kong-rust-pdk\n\n\
+         `kong-rust-pdk/` holds kong-rust-pdk {version} (with kong-rust-plugin-abi, its macros\n\
+         and its test kit), the sources `kong-rust-pluginserver {daemon} new` was built with:\n\
+         a plugin built against them loads in that daemon (the plugin ABI matches).\n\n\
+         Do not edit them. To move to another release, create a crate with that release's\n\
+         `kong-rust-pluginserver new` and copy its `vendor/` here, or switch the\n\
+         dependencies in Cargo.toml to a checkout (`path = \"../kong-rust-pluginserver/plugin-abi\"`)\n\
+         or to the crates.io release once published.\n",
+        version = bundle.version,
+        daemon = env!("CARGO_PKG_VERSION"),
+    )
 }
 
 fn check_name(name: &str) -> Result<(), TemplateError> {
@@ -194,6 +271,10 @@ fn check_name(name: &str) -> Result<(), TemplateError> {
 /// test kit.
 fn pdk_dependencies(pdk: &PdkSource) -> Result<(String, String), TemplateError> {
     let (source, testkit) = match pdk {
+        PdkSource::Bundled => (
+            format!("path = {}", toml_string(VENDOR_DIR)),
+            format!("path = {}", toml_string(&format!("{VENDOR_DIR}/testkit"))),
+        ),
         PdkSource::Version(version) => {
             let version = format!("version = {}", toml_string(version));
             (version.clone(), version)
@@ -360,7 +441,7 @@ mod tests {
         assert_eq!(created.library, "libmy_plugin.so");
         for file in ["Cargo.toml", "src/lib.rs", "README.md", ".gitignore"] {
             assert!(dir.join(file).is_file(), "{file}");
-            assert!(created.files.contains(&file), "{file}");
+            assert!(created.files.iter().any(|f| f == file), "{file}");
         }
         assert!(
             created
@@ -381,6 +462,60 @@ mod tests {
         let err = create(&empty, "x", PdkSource::published()).unwrap_err();
         assert!(matches!(err, TemplateError::Exists(_)), "{err}");
         assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn the_bundled_pdk_is_written_into_the_crate_with_standalone_manifests() {
+        let bundle = BUNDLED_PDK.as_ref().expect("built from the workspace");
+        assert_eq!(bundle.version, env!("CARGO_PKG_VERSION"));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("bundled");
+        let created = create(&dir, "bundled", PdkSource::bundled().unwrap()).unwrap();
+        assert!(created.files.iter().any(|f| f == "Cargo.lock"));
+        let cargo = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        assert!(
+            cargo.contains("kong-rust-pdk = { path = \"vendor/kong-rust-pdk\" }\n"),
+            "{cargo}"
+        );
+        assert!(
+            cargo.contains("kong-rust-pdk-testkit = { path = \"vendor/kong-rust-pdk/testkit\" }\n"),
+            "{cargo}"
+        );
+        let vendor = dir.join(VENDOR_DIR);
+        for krate in ["", "abi/", "macros/", "testkit/"] {
+            let manifest = std::fs::read_to_string(vendor.join(format!("{krate}Cargo.toml")))
+                .unwrap_or_else(|e| panic!("{krate}Cargo.toml: {e}"));
+            assert!(!manifest.contains("workspace"), "{krate}: {manifest}");
+            assert!(
+                !manifest.contains("dev-dependencies"),
+                "{krate}: {manifest}"
+            );
+            assert!(
+                vendor.join(format!("{krate}src/lib.rs")).is_file(),
+                "{krate}"
+            );
+        }
+        let pdk: toml::Table = std::fs::read_to_string(vendor.join("Cargo.toml"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(pdk["package"]["version"].as_str(), Some(bundle.version));
+        assert_eq!(
+            pdk["dependencies"]["kong-rust-plugin-abi"]["path"].as_str(),
+            Some("abi")
+        );
+        assert_eq!(pdk["lints"]["rust"]["missing_docs"].as_str(), Some("warn"));
+        let testkit: toml::Table = std::fs::read_to_string(vendor.join("testkit/Cargo.toml"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            testkit["dependencies"]["kong-rust-pdk"]["path"].as_str(),
+            Some("..")
+        );
+        // The very sources this binary was built from.
+        let lib = std::fs::read(vendor.join("src/lib.rs")).unwrap();
+        assert_eq!(lib, include_bytes!("../../plugin-abi/src/lib.rs"));
     }
 
     #[test]

@@ -50,7 +50,9 @@ fn write_if_changed(path: &Path, contents: &[u8]) {
     std::fs::write(path, contents).unwrap();
 }
 
-/// Copies the tree `from` to `to` (without `target` directories), file by file.
+/// Copies the tree `from` to `to` (without `target` directories), file by file. Manifests
+/// lose their `[dev-dependencies]`: cargo never builds a dependency's, and they may name
+/// workspace crates that are not copied (cargo refuses a manifest that inherits one).
 fn copy_tree(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
@@ -60,6 +62,11 @@ fn copy_tree(from: &Path, to: &Path) {
             if name != "target" {
                 copy_tree(&source, &dest);
             }
+        } else if name == "Cargo.toml" {
+            let mut manifest: toml::Table =
+                std::fs::read_to_string(&source).unwrap().parse().unwrap();
+            manifest.remove("dev-dependencies");
+            write_if_changed(&dest, toml::to_string(&manifest).unwrap().as_bytes());
         } else {
             write_if_changed(&dest, &std::fs::read(&source).unwrap());
         }
@@ -124,21 +131,18 @@ fn build_plugin(case: &str, bump_what: Bump) -> (tempfile::TempDir, PathBuf, Str
         toml::to_string(&manifest).unwrap().as_bytes(),
     );
 
-    // The bumped crate declares its own version. Only libraries are built here: the
-    // copies' dev-dependencies (crates of the daemon's, not copied) go.
-    for (crate_manifest, version) in [
-        (root.join("plugin-abi/Cargo.toml"), &pdk),
-        (root.join("plugin-abi/abi/Cargo.toml"), &abi),
-    ] {
-        let text = std::fs::read_to_string(&crate_manifest).unwrap();
-        let mut package: toml::Table = text.parse().unwrap();
-        package["package"]["version"] = version.clone().into();
-        package.remove("dev-dependencies");
-        write_if_changed(
-            &crate_manifest,
-            toml::to_string(&package).unwrap().as_bytes(),
-        );
-    }
+    // The bumped crate declares its own version.
+    let (crate_manifest, version) = match bump_what {
+        Bump::PdkMinor => (root.join("plugin-abi/Cargo.toml"), &pdk),
+        Bump::AbiMajor => (root.join("plugin-abi/abi/Cargo.toml"), &abi),
+    };
+    let text = std::fs::read_to_string(&crate_manifest).unwrap();
+    let mut package: toml::Table = text.parse().unwrap();
+    package["package"]["version"] = version.clone().into();
+    write_if_changed(
+        &crate_manifest,
+        toml::to_string(&package).unwrap().as_bytes(),
+    );
 
     let lib = case.replace('-', "_");
     write_if_changed(

@@ -39,6 +39,16 @@ fn rust_key_auth_ends_every_request_it_cannot_authenticate() {
             "a key that is not UTF-8",
             Box::new(|m| header(m, Value::Binary(vec![0xff, 0xfe]))),
         ),
+        // Kong's lua-MessagePack sends every Lua string as a msgpack str, bytes as they are.
+        (
+            "a key that is not UTF-8, as Kong encodes it",
+            Box::new(|m| {
+                header(
+                    m,
+                    rmpv::decode::read_value(&mut &b"\xa2\xff\xfe"[..]).expect("a str"),
+                )
+            }),
+        ),
         (
             "a key that is not text at all",
             Box::new(|m| header(m, Value::Array(vec![Value::from(1)]))),

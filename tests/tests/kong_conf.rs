@@ -123,3 +123,50 @@ fn the_kong_version_reaches_the_commands_kong_runs() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("first plugin of an entry"));
 }
+
+#[test]
+fn plugin_names_that_share_a_conf_key_are_refused_naming_both() {
+    let scratch = Scratch::with_plugins(&["rust-hello"]);
+    // A second plugin named `rust_hello`: rust-hello's library with its name rewritten (the
+    // same length, so nothing else moves); the dump shows the rewrite took.
+    let library = std::fs::read(scratch.plugins_dir().join("librust_hello.so")).unwrap();
+    let (from, to) = (b"rust-hello".as_slice(), b"rust_hello".as_slice());
+    let mut renamed = Vec::with_capacity(library.len());
+    let mut rest = library.as_slice();
+    while let Some(at) = rest.windows(from.len()).position(|w| w == from) {
+        renamed.extend_from_slice(&rest[..at]);
+        renamed.extend_from_slice(to);
+        rest = &rest[at + from.len()..];
+    }
+    renamed.extend_from_slice(rest);
+    let copy = scratch.plugins_dir().join("librust_hello_renamed.so");
+    std::fs::write(&copy, renamed).unwrap();
+    let dump = scratch
+        .command()
+        .args(["--dump-plugin", "rust_hello"])
+        .output()
+        .unwrap();
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+
+    for form in [&[][..], &["--short"][..]] {
+        let out = scratch
+            .command()
+            .arg("kong-conf")
+            .args(form)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{form:?}");
+        assert!(out.stdout.is_empty(), "{form:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(
+                "plugins rust-hello and rust_hello map to the same kong.conf keys (pluginserver_rust_hello_*)"
+            ),
+            "{form:?}: {stderr}"
+        );
+    }
+}

@@ -324,3 +324,164 @@ fn plugin_logs_reach_the_daemon_log_with_the_plugin_name() {
         "{echoed}"
     );
 }
+
+/// `try`'s exit status and the line that says why.
+fn try_outcome(scratch: &Scratch, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = scratch.command().arg("try").args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn try_exit_statuses_tell_failures_refusals_and_missing_handlers_apart() {
+    let scratch = Scratch::with_plugins(&["e2e-probe"]);
+    let file = scratch.plugins_dir().join("libe2e_probe.so");
+    let file = file.to_str().unwrap();
+    let cases: [(&str, &[&str], i32, &str); 8] = [
+        ("an exit", &[r#"{"mode": "exit"}"#], 0, "ended the request"),
+        (
+            "an error",
+            &[r#"{"mode": "fail"}"#],
+            5,
+            "access handler failed",
+        ),
+        (
+            "a panic",
+            &[r#"{"mode": "panic"}"#],
+            6,
+            "access handler panicked",
+        ),
+        (
+            "a value outside one_of",
+            &[r#"{"mode": "loud"}"#],
+            3,
+            "mode: expected one of: echo, exit, panic, fail",
+        ),
+        (
+            "a missing field",
+            &["{}"],
+            3,
+            "mode: required field missing",
+        ),
+        (
+            "an unknown field and a wrong type",
+            &[r#"{"mode": "echo", "delay_ms": "soon", "colour": 1}"#],
+            3,
+            "colour: unknown field; delay_ms: expected an integer",
+        ),
+        (
+            "a constructor that panics",
+            &[r#"{"mode": "echo", "panic_in_new": true}"#],
+            3,
+            "panic",
+        ),
+        (
+            "a phase without a handler",
+            &[r#"{"mode": "echo"}"#, "--phase", "log"],
+            4,
+            "has no log handler",
+        ),
+    ];
+    for (what, args, code, says) in cases {
+        let mut all = vec!["e2e-probe", "--file", file, "--config-json"];
+        all.extend_from_slice(args);
+        let (status, stdout, stderr) = try_outcome(&scratch, &all);
+        assert_eq!(status, Some(code), "{what}:\n{stdout}\n{stderr}");
+        assert!(
+            stdout.contains(says) || stderr.contains(says),
+            "{what}: no {says:?} in\n{stdout}\n{stderr}"
+        );
+    }
+    // The configuration the plugin got is Kong's: defaults filled in.
+    let (_, stdout, _) = try_outcome(
+        &scratch,
+        &[
+            "e2e-probe",
+            "--file",
+            file,
+            "--config-json",
+            r#"{"mode": "echo"}"#,
+        ],
+    );
+    assert!(
+        stdout.contains(
+            r#"config (with Kong's defaults): {"delay_ms":0,"mode":"echo","panic_in_new":false}"#
+        ) || stdout.contains(
+            r#"config (with Kong's defaults): {"mode":"echo","panic_in_new":false,"delay_ms":0}"#
+        ),
+        "{stdout}"
+    );
+    let (status, _, stderr) = try_outcome(
+        &scratch,
+        &["rust-hello", "--file", file, "--config-json", "{}"],
+    );
+    assert_eq!(status, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("holds plugin e2e-probe, not rust-hello"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn try_against_a_daemon_names_the_plugins_it_serves_and_reports_failures() {
+    let scratch = Scratch::with_plugins(&["e2e-probe", "rust-hello"]);
+    let _daemon = scratch.start(&["e2e-probe", "rust-hello"]);
+    let (status, _, stderr) = try_outcome(&scratch, &["rust-hell"]);
+    assert_eq!(status, Some(1), "{stderr}");
+    assert!(stderr.contains("no plugin rust-hell is served"), "{stderr}");
+    assert!(stderr.contains("e2e-probe, rust-hello"), "{stderr}");
+
+    let (status, stdout, stderr) = try_outcome(
+        &scratch,
+        &["e2e-probe", "--config-json", r#"{"mode": "fail"}"#],
+    );
+    assert_eq!(status, Some(5), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("ended the request in its place"),
+        "{stdout}"
+    );
+    let (status, stdout, stderr) = try_outcome(
+        &scratch,
+        &[
+            "e2e-probe",
+            "--config-json",
+            r#"{"mode": "echo"}"#,
+            "-H",
+            "x-probe: 1",
+        ],
+    );
+    assert_eq!(status, Some(0), "{stdout}\n{stderr}");
+}
+
+#[test]
+fn try_plays_the_response_phase_with_an_upstream_response() {
+    let scratch = Scratch::with_plugins(&["rust-response-redactor"]);
+    let file = scratch.plugins_dir().join("librust_response_redactor.so");
+    let (status, stdout, stderr) = try_outcome(
+        &scratch,
+        &[
+            "rust-response-redactor",
+            "--file",
+            file.to_str().unwrap(),
+            "--config-json",
+            r#"{"fields": ["ssn"]}"#,
+            "--phase",
+            "response",
+            "--upstream-status",
+            "201",
+            "--upstream-header",
+            "content-type: application/json",
+            "--upstream-body",
+            r#"{"name": "a", "ssn": "123"}"#,
+        ],
+    );
+    assert_eq!(status, Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("response (from the plugin): 201"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(r#"\"ssn\":\"***\""#), "{stdout}");
+}

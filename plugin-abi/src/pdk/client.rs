@@ -6,7 +6,7 @@
 //!     let ip = kong.client().get_forwarded_ip().await?;
 //!     match kong.client().get_consumer().await? {
 //!         Some(consumer) => kong.log().info(&format!("{ip} is {}", consumer.id)).await,
-//!         None => kong.response().exit(401, "who are you?").await,
+//!         None => kong.response().exit(401, "who are you?").await?,
 //!     }
 //! }
 //!

@@ -5,7 +5,7 @@
 //! async fn access(kong: &Kong) -> PdkResult<()> {
 //!     let peer = kong.client().get_ip().await?;
 //!     if !kong.ip().is_trusted(&peer).await? {
-//!         return kong.response().exit(403, "untrusted peer").await;
+//!         kong.response().exit(403, "untrusted peer").await?;
 //!     }
 //!     Ok(())
 //! }

@@ -10,7 +10,7 @@
 //!     let entry = kong.log().serialize().await?;
 //!     let status = entry["response"]["status"].as_u64().unwrap_or(0);
 //!     let seen = entry["rust"]["seen"].as_bool().unwrap_or(false);
-//!     kong.log().notice(&format!("served {status}, seen={seen}")).await
+//!     kong.log().notice(format!("served {status}, seen={seen}")).await
 //! }
 //!
 //! let mut sim = Simulation::new(TestRequest::get("/"));
@@ -59,8 +59,8 @@ struct SerializeOptions {
 macro_rules! levels {
     ($($(#[$doc:meta])* $name:ident => $method:literal),* $(,)?) => {$(
         $(#[$doc])*
-        pub async fn $name(&self, message: &str) -> PdkResult<()> {
-            self.kong.call_unit($method, &(message,)).await
+        pub async fn $name(&self, message: impl AsRef<str>) -> PdkResult<()> {
+            self.kong.call_unit($method, &(message.as_ref(),)).await
         }
     )*};
 }
@@ -89,14 +89,16 @@ impl Log<'_> {
 
     /// `kong.log(message)`: Kong's call form of `kong.log`, a line at `notice` level.
     /// All phases.
-    pub async fn call(&self, message: &str) -> PdkResult<()> {
-        self.kong.call_unit("kong.log", &(message,)).await
+    pub async fn call(&self, message: impl AsRef<str>) -> PdkResult<()> {
+        self.kong.call_unit("kong.log", &(message.as_ref(),)).await
     }
 
     /// `kong.log.trace(message)`: a `debug` line when Kong runs with `KONG_IS_TESTING=1`,
     /// nothing otherwise. Only Kong's development branch (3.10-dev) has it. All phases.
-    pub async fn trace(&self, message: &str) -> PdkResult<()> {
-        self.kong.call_unit("kong.log.trace", &(message,)).await
+    pub async fn trace(&self, message: impl AsRef<str>) -> PdkResult<()> {
+        self.kong
+            .call_unit("kong.log.trace", &(message.as_ref(),))
+            .await
     }
 
     /// `kong.log.inspect(value)`: a `notice` line with `value` pretty-printed (Lua's

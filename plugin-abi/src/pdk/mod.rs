@@ -57,7 +57,7 @@ pub(crate) const NO_ARGS: [(); 0] = [];
 /// async fn access(kong: &Kong) -> PdkResult<()> {
 ///     let host = kong.request().get_header("host").await?.unwrap_or_default();
 ///     kong.service().request().set_header("x-original-host", &host).await?;
-///     kong.log().info(&format!("proxying for {host}")).await
+///     kong.log().info(format!("proxying for {host}")).await
 /// }
 ///
 /// let sim = TestRequest::get("/").header("host", "example.com")
@@ -189,15 +189,21 @@ impl Kong {
     /// returned future never completes: the driver finishes the event and drops the
     /// handler, so no code after it runs. It completes only with an encoding error, or
     /// with the daemon's refusal of the call (the protocol in use may not carry it).
-    pub(crate) async fn call_ending<A>(&self, method: &'static str, args: &A) -> PdkResult<()>
+    pub(crate) async fn call_ending<A>(
+        &self,
+        method: &'static str,
+        args: &A,
+    ) -> PdkResult<crate::Never>
     where
         A: Serialize + ?Sized,
     {
         self.exchange.submit(method.into(), args)?;
         // Kong never answers; only a refusal from the daemon arrives here.
-        poll_fn(|_| self.exchange.poll_reply::<serde::de::IgnoredAny>())
-            .await
-            .map(|_| ())
+        poll_fn(|_| self.exchange.poll_reply::<serde::de::IgnoredAny>()).await?;
+        Err(crate::PdkError::Decode {
+            method: method.into(),
+            reason: "answered, but it ends the request and is never answered".into(),
+        })
     }
 }
 

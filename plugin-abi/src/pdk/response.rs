@@ -1,10 +1,11 @@
 //! `kong.response`: shape the response Kong sends to the client, or end the request.
 //!
 //! [`exit`](Response::exit) and [`error`](Response::error) end the request: Kong never
-//! answers them, so the handler stops there for good. Write them as the value the handler
-//! returns (`return kong.response().exit(..).await;`); the future completes only if the
-//! arguments cannot be encoded, and any later PDK call fails with
-//! [`PdkError::AfterExit`](crate::PdkError::AfterExit).
+//! answers them, so the handler stops there for good. They resolve to
+//! `PdkResult<`[`Never`]`>`: write `kong.response().exit(..).await?`, which has type `!`,
+//! so it can end a handler and the compiler flags code after it as unreachable. The future
+//! completes only if the arguments cannot be encoded or the daemon refuses the call (an
+//! `Err`); any later PDK call fails with [`PdkError::AfterExit`](crate::PdkError::AfterExit).
 //!
 //! ```
 //! # use {kong_rust_pdk::{prelude::*, types::{Body, Multimap}}, kong_rust_pdk_testkit::TestRequest};
@@ -12,7 +13,7 @@
 //!     if kong.request().get_header("x-token").await?.is_none() {
 //!         let headers = Multimap::new().with("www-authenticate", "Token");
 //!         let body = Body::json(&serde_json::json!({"message": "token required"}))?;
-//!         return kong.response().exit_with_headers(401, body, &headers).await;
+//!         kong.response().exit_with_headers(401, body, &headers).await?;
 //!     }
 //!     kong.response().set_header("x-checked", "yes").await
 //! }
@@ -29,7 +30,7 @@
 
 use super::{Kong, NO_ARGS, args};
 use crate::{
-    error::PdkResult,
+    error::{Never, PdkResult},
     types::{Body, JSON_CONTENT_TYPE, Multimap, WireBody},
     value::{Bytes, Value},
 };
@@ -83,24 +84,24 @@ impl Response<'_> {
 
     /// `kong.response.set_header(name, value)`: sets a response header, replacing any
     /// value. Phases: rewrite, access, response.
-    pub async fn set_header(&self, name: &str, value: &str) -> PdkResult<()> {
+    pub async fn set_header(&self, name: impl AsRef<str>, value: impl AsRef<str>) -> PdkResult<()> {
         self.kong
-            .call_unit("kong.response.set_header", &(name, value))
+            .call_unit("kong.response.set_header", &(name.as_ref(), value.as_ref()))
             .await
     }
 
     /// `kong.response.add_header(name, value)`: adds a value to a response header.
     /// Phases: rewrite, access, response.
-    pub async fn add_header(&self, name: &str, value: &str) -> PdkResult<()> {
+    pub async fn add_header(&self, name: impl AsRef<str>, value: impl AsRef<str>) -> PdkResult<()> {
         self.kong
-            .call_unit("kong.response.add_header", &(name, value))
+            .call_unit("kong.response.add_header", &(name.as_ref(), value.as_ref()))
             .await
     }
 
     /// `kong.response.clear_header(name)`. Phases: rewrite, access, response.
-    pub async fn clear_header(&self, name: &str) -> PdkResult<()> {
+    pub async fn clear_header(&self, name: impl AsRef<str>) -> PdkResult<()> {
         self.kong
-            .call_unit("kong.response.clear_header", &(name,))
+            .call_unit("kong.response.clear_header", &(name.as_ref(),))
             .await
     }
 
@@ -119,7 +120,7 @@ impl Response<'_> {
     /// **Ends the handler**: Kong never answers, the event is finished as soon as Kong has
     /// the call, and the returned future never completes (except with an encoding error).
     /// Phases: rewrite, access, response, preread.
-    pub async fn exit(&self, status: u16, body: impl Into<Body>) -> PdkResult<()> {
+    pub async fn exit(&self, status: u16, body: impl Into<Body>) -> PdkResult<Never> {
         const METHOD: &str = "kong.response.exit";
         let body = body.into();
         if body.is_empty() {
@@ -145,7 +146,7 @@ impl Response<'_> {
         status: u16,
         body: impl Into<Body>,
         headers: &Multimap,
-    ) -> PdkResult<()> {
+    ) -> PdkResult<Never> {
         const METHOD: &str = "kong.response.exit";
         let body = body.into().to_wire(METHOD)?;
         let typed = headers
@@ -168,7 +169,7 @@ impl Response<'_> {
     /// response for `status` (≥ 400), formatted as the client accepts (JSON, HTML...),
     /// with `message` or Kong's default text. Ends the handler like [`exit`](Self::exit).
     /// Phases: rewrite, access, response.
-    pub async fn error(&self, status: u16, message: Option<&str>) -> PdkResult<()> {
+    pub async fn error(&self, status: u16, message: Option<&str>) -> PdkResult<Never> {
         self.kong
             .call_ending(
                 "kong.response.error",
@@ -184,7 +185,7 @@ impl Response<'_> {
         status: u16,
         message: &str,
         headers: &Multimap,
-    ) -> PdkResult<()> {
+    ) -> PdkResult<Never> {
         self.kong
             .call_ending("kong.response.error", &(status, message, headers))
             .await

@@ -12,7 +12,7 @@
 //! async fn response(kong: &Kong) -> PdkResult<()> {
 //!     let status = kong.service().response().get_status().await?.unwrap_or(0);
 //!     let body = kong.service().response().get_raw_body().await?;
-//!     kong.response().set_header("x-upstream", &format!("{status} {}", body.len())).await
+//!     kong.response().set_header("x-upstream", format!("{status} {}", body.len())).await
 //! }
 //!
 //! let request = TestRequest::get("/items")
@@ -107,38 +107,50 @@ pub struct ServiceRequest<'k> {
     pub(crate) kong: &'k Kong,
 }
 
-macro_rules! setters {
-    ($($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) = $method:literal;)*) => {$(
+/// Setters whose arguments are all strings: each takes anything that is one (`&str`,
+/// `String`, `format!(..)`), so callers need no `&`.
+macro_rules! str_setters {
+    ($($(#[$doc:meta])* $name:ident($($arg:ident),*) = $method:literal;)*) => {$(
         $(#[$doc])*
-        pub async fn $name(&self, $($arg: $ty),*) -> PdkResult<()> {
-            self.kong.call_unit($method, &($($arg,)*)).await
+        pub async fn $name(&self, $($arg: impl AsRef<str>),*) -> PdkResult<()> {
+            self.kong.call_unit($method, &($($arg.as_ref(),)*)).await
         }
     )*};
 }
 
 impl ServiceRequest<'_> {
-    setters! {
+    str_setters! {
         /// `kong.service.request.set_scheme(scheme)`: `http` or `https` (access only before
         /// Kong 3.8).
-        set_scheme(scheme: &str) = "kong.service.request.set_scheme";
+        set_scheme(scheme) = "kong.service.request.set_scheme";
         /// `kong.service.request.set_path(path)` (access only before Kong 3.8).
-        set_path(path: &str) = "kong.service.request.set_path";
+        set_path(path) = "kong.service.request.set_path";
         /// `kong.service.request.set_raw_query(query)`: the query string without `?`.
-        set_raw_query(query: &str) = "kong.service.request.set_raw_query";
+        set_raw_query(query) = "kong.service.request.set_raw_query";
         /// `kong.service.request.set_method(method)`.
-        set_method(method: &str) = "kong.service.request.set_method";
-        /// `kong.service.request.set_query(args)`: replaces the query string.
-        set_query(query: &Multimap) = "kong.service.request.set_query";
+        set_method(method) = "kong.service.request.set_method";
         /// `kong.service.request.set_header(name, value)`.
-        set_header(name: &str, value: &str) = "kong.service.request.set_header";
+        set_header(name, value) = "kong.service.request.set_header";
         /// `kong.service.request.add_header(name, value)`.
-        add_header(name: &str, value: &str) = "kong.service.request.add_header";
+        add_header(name, value) = "kong.service.request.add_header";
         /// `kong.service.request.clear_header(name)`.
-        clear_header(name: &str) = "kong.service.request.clear_header";
-        /// `kong.service.request.set_headers(headers)`.
-        set_headers(headers: &Multimap) = "kong.service.request.set_headers";
+        clear_header(name) = "kong.service.request.clear_header";
         /// `kong.service.request.clear_query_arg(name)` (Kong 3.9+).
-        clear_query_arg(name: &str) = "kong.service.request.clear_query_arg";
+        clear_query_arg(name) = "kong.service.request.clear_query_arg";
+    }
+
+    /// `kong.service.request.set_query(args)`: replaces the query string.
+    pub async fn set_query(&self, query: &Multimap) -> PdkResult<()> {
+        self.kong
+            .call_unit("kong.service.request.set_query", &(query,))
+            .await
+    }
+
+    /// `kong.service.request.set_headers(headers)`.
+    pub async fn set_headers(&self, headers: &Multimap) -> PdkResult<()> {
+        self.kong
+            .call_unit("kong.service.request.set_headers", &(headers,))
+            .await
     }
 
     /// `kong.service.request.set_raw_body(body)`: the upstream request body (sent as

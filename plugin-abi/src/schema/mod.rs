@@ -28,9 +28,13 @@
 //! example `extend("x-kong-match" = "^%w+$")` (Kong's `match` takes a *Lua* pattern, so
 //! `#[schemars(regex(..))]` is refused rather than silently mistranslated).
 
+mod config;
 mod translate;
 mod validate;
 
+pub use config::{
+    ConfigProblem, ConfigViolation, ConfigViolations, check_config, config_record_of,
+};
 pub use translate::{SchemaError, config_record, record_from_json_schema};
 pub use validate::{
     SchemaViolation, for_kong, validate_plugin_schema, validate_plugin_schema_for, validate_record,

@@ -32,7 +32,7 @@
 //!     fn new(_: Config) -> Result<Self, ConfigError> { Ok(Deny) }
 //!     async fn access(&self, kong: &Kong) -> PdkResult<()> {
 //!         if kong.request().get_header("x-token").await?.is_none() {
-//!             return kong.response().exit(401, "token required").await;
+//!             kong.response().exit(401, "token required").await?;
 //!         }
 //!         kong.service().request().set_header("x-checked", "1").await
 //!     }

@@ -21,6 +21,21 @@ impl ClientResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(&name.to_ascii_lowercase())
     }
+
+    /// The body parsed as JSON, for assertions. Panics, saying what the body is, when it is
+    /// not JSON.
+    pub fn body_json(&self) -> serde_json::Value {
+        parse_json(&self.body)
+    }
+}
+
+fn parse_json(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes).unwrap_or_else(|e| {
+        panic!(
+            "the body is not JSON ({e}): {:?}",
+            String::from_utf8_lossy(bytes)
+        )
+    })
 }
 
 /// A `kong.response.exit` or `kong.response.error` call.
@@ -41,6 +56,21 @@ impl Exit {
     /// The body as text, if it was a string.
     pub fn body_str(&self) -> Option<&str> {
         self.body.as_ref()?.as_str()
+    }
+
+    /// The body as the JSON the client gets, for assertions: a [`Body::json`] body (sent as
+    /// JSON text), a JSON string, or a table (which Kong encodes as JSON). Panics, saying
+    /// what the body is, when it is absent or not JSON.
+    ///
+    /// [`Body::json`]: kong_rust_pdk::types::Body::json
+    pub fn body_json(&self) -> serde_json::Value {
+        match &self.body {
+            None => panic!("the {} call has no body", self.method),
+            Some(Value::Str(text)) => parse_json(text.as_bytes()),
+            Some(Value::Bytes(bytes)) => parse_json(bytes),
+            Some(table) => serde_json::to_value(table)
+                .unwrap_or_else(|e| panic!("the body {table:?} is not JSON: {e}")),
+        }
     }
 }
 

@@ -53,9 +53,8 @@ impl Plugin for Gate {
         kong.ctx().shared().set("seen", true).await?;
         if kong.request().get_query_arg("deny").await?.is_some() {
             let body = Body::json(&serde_json::json!({"denied": true}))?;
-            let exited = kong.response().exit(403, body).await;
-            // Only reached if the exit could not be handed out.
-            return exited;
+            // Ends the handler: `?` has type `!`.
+            kong.response().exit(403, body).await?;
         }
         if kong.request().get_header("x-late").await?.is_some() {
             // Not awaited to the end: the next call must be refused.

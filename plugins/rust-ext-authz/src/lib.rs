@@ -236,9 +236,9 @@ impl Plugin for ExtAuthz {
                         let headers = Multimap::new().with("WWW-Authenticate", challenge);
                         kong.response()
                             .error_with_headers(status, message, &headers)
-                            .await
+                            .await?
                     }
-                    None => kong.response().error(status, Some(message)).await,
+                    None => kong.response().error(status, Some(message)).await?,
                 }
             }
             Err(e) => {
@@ -253,7 +253,7 @@ impl Plugin for ExtAuthz {
                         self.config.status_on_error,
                         Some("Authorization service unavailable"),
                     )
-                    .await
+                    .await?
             }
         }
     }

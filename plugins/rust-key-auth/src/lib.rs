@@ -189,7 +189,9 @@ impl KeyAuth {
     async fn reject(&self, kong: &Kong, message: &str) -> PdkResult<()> {
         let headers = Multimap::new().with("WWW-Authenticate", self.challenge.as_str());
         let body = Body::from(serde_json::json!({ "message": message }));
-        kong.response().exit_with_headers(401, body, &headers).await
+        kong.response()
+            .exit_with_headers(401, body, &headers)
+            .await?
     }
 }
 

@@ -252,10 +252,9 @@ impl Plugin for RateLimiter {
                 kong.log()
                     .err(&format!("rate limiting failed, request refused: {e}"))
                     .await?;
-                return kong
-                    .response()
+                kong.response()
                     .error(500, Some("An unexpected error occurred"))
-                    .await;
+                    .await?;
             }
         };
         let decision = window::decide(self.config.window, self.config.limit, counts, slot);
@@ -271,7 +270,9 @@ impl Plugin for RateLimiter {
         if !decision.allowed {
             headers.set("Retry-After", decision.reset_seconds.to_string());
             let body = Body::json(&exceeded_body())?;
-            return kong.response().exit_with_headers(429, body, &headers).await;
+            kong.response()
+                .exit_with_headers(429, body, &headers)
+                .await?;
         }
         if headers.is_empty() {
             return Ok(());

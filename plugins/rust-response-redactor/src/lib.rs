@@ -242,7 +242,7 @@ impl Plugin for ResponseRedactor {
         let headers = Multimap::new().with("content-length", body.len().to_string());
         kong.response()
             .exit_with_headers(status, body, &headers)
-            .await
+            .await?
     }
 }
 

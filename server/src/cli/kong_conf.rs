@@ -70,6 +70,15 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
         );
     }
     let names = super::dump::sorted_names(&scan);
+    if form != Form::SingleEntry
+        && let Some((a, b, key)) = conf_lines::key_collisions(&names).into_iter().next()
+    {
+        bail!(
+            "plugins {a} and {b} map to the same kong.conf keys (pluginserver_{key}_*): Kong \
+             cannot configure both; rename one of them or take it out of {}",
+            settings.plugins_directory.display()
+        );
+    }
     let text = conf_lines::render(
         form,
         &binary,

@@ -10,9 +10,12 @@ mod serve;
 mod status;
 mod try_event;
 
-use std::path::PathBuf;
+use std::{ffi::OsString, path::PathBuf};
 
-use clap::{Parser, Subcommand};
+use clap::{
+    CommandFactory, FromArgMatches, Parser, Subcommand,
+    error::{ContextKind, ContextValue, ErrorKind},
+};
 use kong_rust_pluginserver::settings::{Settings, SettingsArgs};
 
 /// Serves Rust plugins (cdylib .so files built with kong-rust-pdk) to Kong Gateway.
@@ -75,6 +78,112 @@ enum Command {
     New(new::Args),
 }
 
+/// The global flags each subcommand ignores: its `--help` leaves them out. (They are the
+/// daemon's settings, global so that the daemon's own command line takes them anywhere.)
+const IGNORED_GLOBALS: [(&str, &[&str]); 4] = [
+    (
+        "new",
+        &[
+            "plugins_directory",
+            "kong_prefix",
+            "protocol",
+            "kong_version",
+            "log_level",
+            "log_format",
+            "config",
+        ],
+    ),
+    ("status", &["plugins_directory", "protocol", "kong_version"]),
+    ("links", &["kong_prefix", "protocol"]),
+    ("try", &["plugins_directory", "protocol"]),
+];
+
+/// The command line as clap describes it, each subcommand's help without the global flags
+/// it ignores.
+pub fn command() -> clap::Command {
+    let mut command = Cli::command();
+    for (name, ignored) in IGNORED_GLOBALS {
+        // A subcommand's own copy of a global flag keeps clap from copying the shown one
+        // in; a global value given after the subcommand still reaches the top level.
+        let hidden: Vec<clap::Arg> = command
+            .get_arguments()
+            .filter(|arg| ignored.contains(&arg.get_id().as_str()))
+            .map(|arg| arg.clone().hide(true))
+            .collect();
+        assert_eq!(hidden.len(), ignored.len(), "{name}: unknown global flags");
+        command = command.mut_subcommand(name, |sub| sub.args(hidden));
+    }
+    command
+}
+
+/// Parses the command line. A bad value that came from a `KONG_RUST_PLUGINSERVER_*`
+/// variable is reported as that variable (clap would name the flag the operator never
+/// typed); `help --help` prints the help of `help`.
+pub fn parse(mut args: Vec<OsString>) -> Result<Cli, clap::Error> {
+    let mut command = command();
+    if args.len() == 3 && args[1] == "help" && (args[2] == "--help" || args[2] == "-h") {
+        // clap's help subcommand has no --help flag, but it answers `help help`.
+        args[2] = "help".into();
+    }
+    let matches = command
+        .clone()
+        .try_get_matches_from(&args)
+        .map_err(|err| from_environment(&command, &args, err))?;
+    Cli::from_arg_matches(&matches).map_err(|err| err.format(&mut command))
+}
+
+/// `err` about a value from the environment, when that is where the value came from.
+fn from_environment(command: &clap::Command, args: &[OsString], err: clap::Error) -> clap::Error {
+    if !matches!(
+        err.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return err;
+    }
+    let Some(ContextValue::String(shown)) = err.get(ContextKind::InvalidArg) else {
+        return err;
+    };
+    let Some(long) = shown
+        .strip_prefix("--")
+        .and_then(|rest| rest.split([' ', '=']).next())
+    else {
+        return err;
+    };
+    let typed = args.iter().skip(1).any(|a| {
+        let a = a.to_string_lossy();
+        a == format!("--{long}") || a.starts_with(&format!("--{long}="))
+    });
+    let variable = command
+        .get_arguments()
+        .find(|arg| arg.get_long() == Some(long))
+        .and_then(|arg| arg.get_env())
+        .map(|name| name.to_string_lossy().into_owned());
+    let (Some(variable), false) = (variable, typed) else {
+        return err;
+    };
+    let Some(value) = std::env::var_os(&variable) else {
+        return err;
+    };
+    // clap's own text says why the value is refused, after "for '--flag <X>': ".
+    let text = err.to_string();
+    let reason = text
+        .lines()
+        .next()
+        .and_then(|line| line.split_once(&format!("for '{shown}'")))
+        .map(|(_, why)| why.trim_start_matches(':').trim().to_owned())
+        .filter(|why| !why.is_empty());
+    let mut message = format!(
+        "invalid value '{}' in environment variable {variable} (the setting of {shown})",
+        value.to_string_lossy()
+    );
+    if let Some(reason) = reason {
+        message.push_str(": ");
+        message.push_str(&reason);
+    }
+    let mut command = command.clone();
+    clap::Error::raw(ErrorKind::ValueValidation, format!("{message}\n")).format(&mut command)
+}
+
 /// Runs what the command line asks for.
 pub fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     match cli.command {
@@ -88,6 +197,26 @@ pub fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             (None, true) => dump::all(&settings),
             (None, false) => serve::run(&settings),
         },
+    }
+}
+
+/// An outcome that ends the command with a particular exit status (`try` tells a handler
+/// failure from a refused configuration), after `message` is logged.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Exit {
+    /// The exit status.
+    pub code: u8,
+    /// What to tell the user.
+    pub message: String,
+}
+
+impl Exit {
+    fn new(code: u8, message: impl Into<String>) -> Exit {
+        Exit {
+            code,
+            message: message.into(),
+        }
     }
 }
 

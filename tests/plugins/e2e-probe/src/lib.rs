@@ -103,7 +103,7 @@ impl Plugin for Probe {
                 );
                 kong.response().set_header("x-instance", &described).await
             }
-            Mode::Exit => kong.response().exit(403, "denied").await,
+            Mode::Exit => kong.response().exit(403, "denied").await?,
             Mode::Panic => panic!("probe handler panic"),
             Mode::Fail => Err(PdkError::plugin("probe failure")),
             Mode::Block => {

@@ -79,7 +79,7 @@ impl Plugin for PdkProbe {
             Mode::Phases => kong.log().notice("access").await,
             Mode::Every => every(kong).await,
             Mode::NoValue => kong.request().get_path().await.map(|_| ()),
-            Mode::Error => kong.response().error(503, Some("down")).await,
+            Mode::Error => kong.response().error(503, Some("down")).await?,
         }
     }
 
@@ -438,5 +438,5 @@ async fn every(kong: &Kong) -> PdkResult<()> {
     let body = Body::json(&serde_json::json!({"calls": r.0.len()}))?;
     kong.response()
         .exit_with_headers(418, body, &Multimap::new().with("x-exit", "1"))
-        .await
+        .await?
 }
