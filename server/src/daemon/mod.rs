@@ -21,6 +21,7 @@ mod plugins;
 mod protobuf_gate;
 mod quarantine;
 mod refused;
+mod spare_threads;
 mod status;
 mod version_gate;
 

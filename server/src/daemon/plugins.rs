@@ -338,38 +338,28 @@ impl Drop for Finish<'_> {
     }
 }
 
-/// Runs a constructor on a thread of its own (with a heartbeat naming it, for the
-/// watchdog and process isolation's poison detection), and awaits its result.
+/// Runs a constructor on a spare thread (with a heartbeat naming it, for the watchdog and
+/// process isolation's poison detection), and awaits its result.
 async fn construct_off_thread(
     slot: PluginSlot,
     fingerprint: u64,
     construct: impl FnOnce() -> Result<ConfiguredBox, PluginErrorFfi> + Send + 'static,
 ) -> Result<ConfiguredBox, PluginErrorFfi> {
     let (sender, result) = tokio::sync::oneshot::channel();
-    let ours = Arc::new(Mutex::new(Some(construct)));
-    let theirs = ours.clone();
-    let spawned = std::thread::Builder::new()
-        .name("constructor".into())
-        .spawn(move || {
-            let Some(construct) = theirs.lock().unwrap_or_else(|e| e.into_inner()).take() else {
-                return;
-            };
-            // The heartbeat stops naming the constructor before its result goes out: the
-            // instance may be used (and its worker crash) the moment it arrives, and a
-            // constructor still marked busy then would be blamed for that crash too.
-            let built = {
-                let _lease = crate::heartbeat::lease();
-                let _busy = crate::heartbeat::constructing(slot.0, fingerprint);
-                construct()
-            };
-            let _ = sender.send(built);
-        });
-    if let Err(err) = spawned {
+    let job: super::spare_threads::Job = Box::new(move || {
+        // The heartbeat stops naming the constructor before its result goes out: the
+        // instance may be used (and its worker crash) the moment it arrives, and a
+        // constructor still marked busy then would be blamed for that crash too.
+        let built = {
+            let _lease = crate::heartbeat::lease();
+            let _busy = crate::heartbeat::constructing(slot.0, fingerprint);
+            construct()
+        };
+        let _ = sender.send(built);
+    });
+    if let Err((err, job)) = super::spare_threads::run("constructor", job) {
         tracing::warn!("cannot start a constructor thread ({err}); constructing here");
-        let construct = ours.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let construct = construct.expect("the thread never started");
-        let _busy = crate::heartbeat::constructing(slot.0, fingerprint);
-        return construct();
+        job();
     }
     result.await.unwrap_or_else(|_| {
         Err(PluginErrorFfi {
