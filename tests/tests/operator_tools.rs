@@ -172,6 +172,12 @@ fn status_prints_a_table_or_json() {
         table.contains(&format!("daemon pid {}", daemon.pid())),
         "{table}"
     );
+    // Abandoned (freed after the event timeout) and evicted (freed when the budget was
+    // full) are told apart.
+    assert!(
+        table.contains("ABANDONED") && table.contains("EVICTED"),
+        "{table}"
+    );
     let row = table
         .lines()
         .find(|l| l.starts_with("rust-hello"))

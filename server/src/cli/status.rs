@@ -47,7 +47,7 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
     )?;
     writeln!(
         out,
-        "{:<24} {:<9} {:<11} {:>9} {:>7} {:>10} {:>8} {:>6} {:>9}  FILE",
+        "{:<24} {:<9} {:<11} {:>9} {:>7} {:>10} {:>8} {:>6} {:>9} {:>7}  FILE",
         "PLUGIN",
         "VERSION",
         "ON FAILURE",
@@ -56,12 +56,13 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
         "EVENTS",
         "FAILURES",
         "PANICS",
-        "ABANDONED"
+        "ABANDONED",
+        "EVICTED"
     )?;
     for (name, plugin) in status["Plugins"].as_object().into_iter().flatten() {
         writeln!(
             out,
-            "{:<24} {:<9} {:<11} {:>9} {:>7} {:>10} {:>8} {:>6} {:>9}  {}",
+            "{:<24} {:<9} {:<11} {:>9} {:>7} {:>10} {:>8} {:>6} {:>9} {:>7}  {}",
             name,
             plugin["Version"].as_str().unwrap_or("?"),
             plugin["OnFailure"].as_str().unwrap_or("?"),
@@ -73,6 +74,7 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
             number(plugin, "Failures"),
             number(plugin, "Panics"),
             number(plugin, "Abandoned"),
+            number(plugin, "Evicted"),
             plugin["File"].as_str().unwrap_or("?"),
         )?;
     }
