@@ -45,15 +45,12 @@ fn slept(run: &EventRun) {
 /// 200 events in flight at once, each awaiting a 50 ms tokio timer, finish together in
 /// about the time of one, and the daemon starts no thread for them.
 ///
-/// One event loop serves all 200 connections (`--event-loops 1`): with a thread per
-/// connection, the 200 concurrent connections alone would add threads.
+/// The default configuration: the plugin's one event loop serves all 200 connections.
 #[test]
 fn two_hundred_events_await_timers_at_once_without_a_thread_each() {
     const EVENTS: usize = 200;
     let scratch = Scratch::with_plugins(&[PROBE]);
-    let daemon = scratch.start_with(&[PROBE], |cmd| {
-        cmd.args(["--event-loops", "1"]);
-    });
+    let daemon = scratch.start(&[PROBE]);
     let kong = Arc::new(daemon.kong());
     let instance = kong
         .start_instance(PROBE, json!({"mode": "sleep", "delay_ms": 50}))
