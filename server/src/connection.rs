@@ -61,6 +61,8 @@ pub trait Transport {
     fn read(&mut self, buf: &mut [u8], mid_message: bool) -> impl Future<Output = Read>;
     /// Writes all of `buf`.
     fn write_all(&mut self, buf: &[u8]) -> impl Future<Output = std::io::Result<()>>;
+    /// Writes what it can of `buf` at once without waiting (0 if the socket is full).
+    fn write_some(&mut self, buf: &[u8]) -> impl Future<Output = std::io::Result<usize>>;
     /// Waits for bytes like [`read`](Self::read) (idle deadline), then copies what is
     /// there into `buf` without taking it from the socket.
     fn peek(&mut self, buf: &mut [u8]) -> impl Future<Output = Read>;
@@ -237,10 +239,24 @@ pub async fn serve<T: Transport>(
                 break Served::Closed;
             }
         }
-        if let Some(slot) = cx.slot {
-            slot.writing();
-        }
-        let written = stream.write_all(&out).await;
+        let written = match cx.slot {
+            // With a supervisor, the slot says Handling until part of the response may be
+            // out: a worker dying before its response's first byte leaves a request the
+            // supervisor answers, not a connection it must close (Kong would proxy).
+            Some(slot) if cx.peek_requests => match stream.write_some(&out).await {
+                Ok(n) if n == out.len() => Ok(()),
+                Ok(n) => {
+                    slot.writing();
+                    stream.write_all(&out[n..]).await
+                }
+                Err(err) => Err(err),
+            },
+            Some(slot) => {
+                slot.writing();
+                stream.write_all(&out).await
+            }
+            None => stream.write_all(&out).await,
+        };
         out.clear();
         if written.is_err() {
             break Served::Closed;

@@ -314,6 +314,13 @@ impl Transport for LoopStream {
         super::consume(n, |scratch| self.stream.try_read(scratch))
     }
 
+    async fn write_some(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.stream.try_write(buf) {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            written => written,
+        }
+    }
+
     async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         // Most responses fit the socket buffer: try once without the future machinery.
         match self.stream.try_write(buf) {

@@ -219,6 +219,15 @@ impl Transport for ThreadStream {
         super::consume(n, |scratch| io::Read::read(&mut self.stream, scratch))
     }
 
+    async fn write_some(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            match Write::write(&mut self.stream, buf) {
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                written => return written,
+            }
+        }
+    }
+
     async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         Write::write_all(&mut self.stream, buf)
     }

@@ -121,6 +121,13 @@ pub fn settle_connection(
         // answer: bytes waiting mean the worker died before taking them. The next worker
         // reads and serves the request.
         ConnState::Handling if request_waiting(connection) => Outcome::Idle,
+        // Otherwise the request was taken and no byte of its response is known to be out
+        // (a worker says Writing only after a first write left part of the response
+        // behind): answered. A worker that died after writing its whole response in one go
+        // and before saying Idle gets its request answered twice; Kong has already taken
+        // the first answer, and the second one, read on that connection, either makes
+        // nginx drop it from the pool or fails the next call on it (an unexpected msgid is
+        // an assert: 500), never a request let through.
         ConnState::Reading | ConnState::Writing => {
             let _ = rustix::net::shutdown(connection, rustix::net::Shutdown::Both);
             Outcome::Closed
