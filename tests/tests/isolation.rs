@@ -295,6 +295,21 @@ fn a_thread_that_exits_the_process_is_contained() {
     contained("thread_exit");
 }
 
+/// How many times fault-probe's worker has died (asked on its own socket, so asked again
+/// when the worker answering dies).
+fn crashes(scratch: &Scratch) -> u64 {
+    loop {
+        if let Ok(status) =
+            Kong::new(scratch.socket("fault-probe")).call("plugin.GetStatus", Value::Nil)
+        {
+            let status = kong_rust_pluginserver_e2e::msgpack::to_json(&status);
+            return status["Workers"]["fault-probe"]["Crashes"]
+                .as_u64()
+                .unwrap();
+        }
+    }
+}
+
 /// A thread of plugin A ends A's worker at a moment unrelated to any request, so the worker
 /// may be anywhere in its serve loop, including between taking a request from its socket
 /// and recording it. Several connections keep requests (each with a PDK round trip)
@@ -330,7 +345,14 @@ fn a_process_exit_off_the_serving_thread_loses_no_request() {
             daemon.stderr()
         );
         // Its thread ends the process 30 ms later; then A serves again.
-        std::thread::sleep(Duration::from_millis(40));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while crashes(&scratch) <= round {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the worker lives on"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let mut echo = None;
         loop {
             match request(&kong, "fault-probe", &json!({"fault": "none"}), &mut echo) {
@@ -344,9 +366,7 @@ fn a_process_exit_off_the_serving_thread_loses_no_request() {
     for load in loads {
         load.join().unwrap();
     }
-    let crashes = status(&scratch.socket("fault-probe"))["Workers"]["fault-probe"]["Crashes"]
-        .as_u64()
-        .unwrap();
+    let crashes = crashes(&scratch);
     eprintln!(
         "{crashes} crashes; A's requests under load: {} returned, {} ended 5xx, {} StartInstance failed, {} closed or lost, {} other",
         Tally::get(&a.returned),
