@@ -11,7 +11,7 @@ use clap::CommandFactory;
 use kong_rust_pluginserver::{
     lifecycle::isolation::worker,
     loader::probe,
-    settings::{self, LogFormat, Settings, SettingsArgs},
+    settings::{self, Settings, SettingsArgs},
 };
 
 use cli::{
