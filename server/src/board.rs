@@ -53,7 +53,9 @@ pub enum ConnState {
     Idle = 1,
     /// Part of a message has been read.
     Reading = 2,
-    /// A request is being handled: no byte of its response written yet.
+    /// A request is being handled: no byte of its response written yet (with process
+    /// isolation: recorded before the request leaves the socket, and kept through a first
+    /// write that sends the whole response, until the slot says Idle).
     Handling = 3,
     /// Its response is being written.
     Writing = 4,

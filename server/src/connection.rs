@@ -61,6 +61,13 @@ pub trait Transport {
     fn read(&mut self, buf: &mut [u8], mid_message: bool) -> impl Future<Output = Read>;
     /// Writes all of `buf`.
     fn write_all(&mut self, buf: &[u8]) -> impl Future<Output = std::io::Result<()>>;
+    /// Writes what it can of `buf` at once without waiting (0 if the socket is full).
+    fn write_some(&mut self, buf: &[u8]) -> impl Future<Output = std::io::Result<usize>>;
+    /// Waits for bytes like [`read`](Self::read) (idle deadline), then copies what is
+    /// there into `buf` without taking it from the socket.
+    fn peek(&mut self, buf: &mut [u8]) -> impl Future<Output = Read>;
+    /// Takes `n` bytes that a [`peek`](Self::peek) saw from the socket, dropping them.
+    fn consume(&mut self, n: usize) -> impl Future<Output = std::io::Result<()>>;
 }
 
 /// What a connection is served with.
@@ -73,6 +80,12 @@ pub struct Context<'a> {
     pub budget: &'a BufferBudget,
     /// Where the connection records what it is doing (see [`crate::board`]).
     pub slot: Option<&'a ConnSlot>,
+    /// Whether a supervisor reads the slot (process isolation): then a request is
+    /// recorded as handled *before* its bytes leave the socket, so a process that dies at
+    /// any point leaves either the request in the socket (for the next worker) or a slot
+    /// that names it (for the supervisor to answer). One more syscall per request; off
+    /// without isolation.
+    pub peek_requests: bool,
 }
 
 /// How serving a connection ended.
@@ -112,9 +125,34 @@ pub async fn serve<T: Transport>(
         .budget
         .reserve_to(0, input.len() - INPUT_BUFFER)
         .unwrap_or(0);
+    // Whether this message has been peeked at (process isolation; reset per message).
+    let mut peeked = false;
     let served = loop {
+        // Whether input[..len] is still in the socket (peeked, not yet taken).
+        let mut in_socket = false;
         let len = match frame::value_len(&input[..filled], max_message) {
             Ok(Some(len)) => len,
+            Ok(None) if cx.peek_requests && filled == 0 && !peeked => {
+                peeked = true;
+                match stream.peek(&mut input).await {
+                    Read::Data(n) => match frame::value_len(&input[..n], max_message) {
+                        Ok(Some(len)) => {
+                            in_socket = true;
+                            len
+                        }
+                        // Not all there yet (or not a frame): read it as without a
+                        // supervisor; the slot says Reading once a byte is taken.
+                        _ => continue,
+                    },
+                    other => match ended(other, filled) {
+                        Ended::Closed => break Served::Closed,
+                        Ended::HandOver => {
+                            input.truncate(filled);
+                            break Served::HandOver { pending: input };
+                        }
+                    },
+                }
+            }
             Ok(None) => {
                 if filled == input.len() {
                     let grown = input.len() * 2;
@@ -130,7 +168,9 @@ pub async fn serve<T: Transport>(
                     }
                     input.resize(grown, 0);
                 }
-                if filled > 0
+                // Part of a message is buffered, or (peeked) about to be: a process that
+                // dies now cannot leave the slot saying Idle over a request it took.
+                if (filled > 0 || peeked)
                     && let Some(slot) = cx.slot
                 {
                     slot.reading();
@@ -140,35 +180,13 @@ pub async fn serve<T: Transport>(
                         filled += n;
                         continue;
                     }
-                    Read::Eof => {
-                        if filled > 0 {
-                            crate::warn_throttled!(
-                                crate::log_throttle::CONNECTIONS,
-                                bytes = filled,
-                                "connection closed in the middle of a message"
-                            );
+                    other => match ended(other, filled) {
+                        Ended::Closed => break Served::Closed,
+                        Ended::HandOver => {
+                            input.truncate(filled);
+                            break Served::HandOver { pending: input };
                         }
-                        break Served::Closed;
-                    }
-                    Read::Stop(Stop::HandOver) => {
-                        input.truncate(filled);
-                        break Served::HandOver { pending: input };
-                    }
-                    Read::Stop(Stop::Idle) => {
-                        tracing::debug!("closing a connection idle past --connection-idle-timeout");
-                        break Served::Closed;
-                    }
-                    Read::Stop(Stop::MessageTimeout) => {
-                        tracing::warn!(
-                            bytes = filled,
-                            "closing a connection: a message did not arrive within --message-timeout"
-                        );
-                        break Served::Closed;
-                    }
-                    Read::Failed(err) => {
-                        tracing::debug!("connection read failed: {err}");
-                        break Served::Closed;
-                    }
+                    },
                 }
             }
             Err(err) => {
@@ -190,6 +208,9 @@ pub async fn serve<T: Transport>(
                     if let Some(slot) = cx.slot {
                         record(slot, cx.scope, request.msgid, &rpc);
                     }
+                    if in_socket && stream.consume(len).await.is_err() {
+                        break Served::Closed;
+                    }
                     rpc.apply(daemon, cx.scope, request.msgid, &mut out).await;
                 }
                 Err(err) => {
@@ -197,10 +218,16 @@ pub async fn serve<T: Transport>(
                         input.truncate(filled);
                         break Served::HandOver { pending: input };
                     }
+                    if in_socket && !take_other(stream, cx, request.msgid, len).await {
+                        break Served::Closed;
+                    }
                     err.write(request.msgid, &mut out);
                 }
             },
             Err(RequestError::Malformed { msgid, reason }) => {
+                if in_socket && !take_other(stream, cx, msgid, len).await {
+                    break Served::Closed;
+                }
                 RpcError::Malformed(reason).write(msgid, &mut out);
             }
             Err(err @ RequestError::Unanswerable(_)) => {
@@ -212,10 +239,24 @@ pub async fn serve<T: Transport>(
                 break Served::Closed;
             }
         }
-        if let Some(slot) = cx.slot {
-            slot.writing();
-        }
-        let written = stream.write_all(&out).await;
+        let written = match cx.slot {
+            // With a supervisor, the slot says Handling until part of the response may be
+            // out: a worker dying before its response's first byte leaves a request the
+            // supervisor answers, not a connection it must close (Kong would proxy).
+            Some(slot) if cx.peek_requests => match stream.write_some(&out).await {
+                Ok(n) if n == out.len() => Ok(()),
+                Ok(n) => {
+                    slot.writing();
+                    stream.write_all(&out[n..]).await
+                }
+                Err(err) => Err(err),
+            },
+            Some(slot) => {
+                slot.writing();
+                stream.write_all(&out).await
+            }
+            None => stream.write_all(&out).await,
+        };
         out.clear();
         if written.is_err() {
             break Served::Closed;
@@ -223,8 +264,11 @@ pub async fn serve<T: Transport>(
         if let Some(slot) = cx.slot {
             slot.idle();
         }
-        input.copy_within(len..filled, 0);
-        filled -= len;
+        peeked = false;
+        if !in_socket {
+            input.copy_within(len..filled, 0);
+            filled -= len;
+        }
         // Do not keep a buffer that one large message grew.
         if input.len() > 1 << 20 && filled <= INPUT_BUFFER {
             input.truncate(INPUT_BUFFER);
@@ -234,6 +278,67 @@ pub async fn serve<T: Transport>(
     };
     cx.budget.reserve_to(reserved, 0);
     served
+}
+
+/// How a read that gave no data ends the connection.
+enum Ended {
+    Closed,
+    HandOver,
+}
+
+/// What a read that gave no data means, with `filled` bytes of a message buffered.
+fn ended(read: Read, filled: usize) -> Ended {
+    match read {
+        // Only reads that gave nothing come here.
+        Read::Data(_) => Ended::Closed,
+        Read::Eof => {
+            if filled > 0 {
+                crate::warn_throttled!(
+                    crate::log_throttle::CONNECTIONS,
+                    bytes = filled,
+                    "connection closed in the middle of a message"
+                );
+            }
+            Ended::Closed
+        }
+        Read::Stop(Stop::HandOver) => Ended::HandOver,
+        Read::Stop(Stop::Idle) => {
+            tracing::debug!("closing a connection idle past --connection-idle-timeout");
+            Ended::Closed
+        }
+        Read::Stop(Stop::MessageTimeout) => {
+            tracing::warn!(
+                bytes = filled,
+                "closing a connection: a message did not arrive within --message-timeout"
+            );
+            Ended::Closed
+        }
+        Read::Failed(err) => {
+            tracing::debug!("connection read failed: {err}");
+            Ended::Closed
+        }
+    }
+}
+
+/// Takes a peeked request answered with an error reply, recorded first (as a request of
+/// no particular kind) so that a process dying before the reply leaves it answerable.
+async fn take_other<T: Transport>(
+    stream: &mut T,
+    cx: &Context<'_>,
+    msgid: u64,
+    len: usize,
+) -> bool {
+    if let Some(slot) = cx.slot {
+        slot.handling(msgid, RequestKind::Other, None, plugin_of(cx.scope), 0);
+    }
+    stream.consume(len).await.is_ok()
+}
+
+fn plugin_of(scope: &Scope) -> u16 {
+    match scope {
+        Scope::One(own) => own.0 as u16,
+        Scope::All => NO_PLUGIN,
+    }
 }
 
 /// While handing over, what this daemon still answers itself: the Steps of its own events
@@ -248,10 +353,7 @@ fn keeps(daemon: &Daemon, scope: &Scope, rpc: &Rpc<'_>) -> bool {
 /// Records in the connection's slot the request about to be handled: what a supervisor
 /// needs to answer it if this process dies, and what names it if it gets stuck.
 fn record(slot: &ConnSlot, scope: &Scope, msgid: u64, rpc: &Rpc<'_>) {
-    let plugin = match scope {
-        Scope::One(own) => own.0 as u16,
-        Scope::All => NO_PLUGIN,
-    };
+    let plugin = plugin_of(scope);
     let (kind, phase, subject) = match rpc {
         Rpc::HandleEvent(event) => (
             RequestKind::HandleEvent,

@@ -295,6 +295,92 @@ fn a_thread_that_exits_the_process_is_contained() {
     contained("thread_exit");
 }
 
+/// How many times fault-probe's worker has died (asked on its own socket, so asked again
+/// when the worker answering dies).
+fn crashes(scratch: &Scratch) -> u64 {
+    loop {
+        if let Ok(status) =
+            Kong::new(scratch.socket("fault-probe")).call("plugin.GetStatus", Value::Nil)
+        {
+            let status = kong_rust_pluginserver_e2e::msgpack::to_json(&status);
+            return status["Workers"]["fault-probe"]["Crashes"]
+                .as_u64()
+                .unwrap();
+        }
+    }
+}
+
+/// A thread of plugin A ends A's worker at a moment unrelated to any request, so the worker
+/// may be anywhere in its serve loop, including between taking a request from its socket
+/// and recording it. Several connections keep requests (each with a PDK round trip)
+/// coming without a pause, so some are at every point when it dies: each still ends with
+/// a 5xx or is served by the next worker; none is lost (Kong would wait 60 s for it, then
+/// proxy the request without the plugin) or closed.
+#[test]
+fn a_process_exit_off_the_serving_thread_loses_no_request() {
+    const ROUNDS: u64 = 10;
+    const LOADS: usize = 4;
+    let scratch = Scratch::with_plugins(&["fault-probe"]);
+    let daemon = process_daemon(&scratch, &["fault-probe"], &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let a = Arc::new(Tally::default());
+    let loads: Vec<_> = (0..LOADS)
+        .map(|_| {
+            load(
+                scratch.socket("fault-probe"),
+                "fault-probe",
+                json!({"fault": "none", "at_step": true}),
+                stop.clone(),
+                a.clone(),
+            )
+        })
+        .collect();
+    let kong = Kong::new(scratch.socket("fault-probe"));
+    for round in 0..ROUNDS {
+        let config = json!({"fault": "thread_exit", "nonce": round + 1});
+        let end = request(&kong, "fault-probe", &config, &mut None);
+        assert!(
+            matches!(&end, Ok(EventEnd::Returned)),
+            "round {round}: {end:?}\n{}",
+            daemon.stderr()
+        );
+        // Its thread ends the process 30 ms later; then A serves again.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while crashes(&scratch) <= round {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the worker lives on"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut echo = None;
+        loop {
+            match request(&kong, "fault-probe", &json!({"fault": "none"}), &mut echo) {
+                Ok(EventEnd::Returned) => break,
+                Ok(EventEnd::Ended { status: 500, .. }) => continue,
+                other => panic!("round {round}: A does not serve again: {other:?}"),
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for load in loads {
+        load.join().unwrap();
+    }
+    let crashes = crashes(&scratch);
+    eprintln!(
+        "{crashes} crashes; A's requests under load: {} returned, {} ended 5xx, {} StartInstance failed, {} closed or lost, {} other",
+        Tally::get(&a.returned),
+        Tally::get(&a.ended_5xx),
+        Tally::get(&a.start_failed),
+        Tally::get(&a.closed),
+        Tally::get(&a.other),
+    );
+    assert_eq!(crashes, ROUNDS, "{}", daemon.stderr());
+    assert!(Tally::get(&a.returned) > 0);
+    assert_eq!(Tally::get(&a.closed), 0, "{}", daemon.stderr());
+    assert_eq!(Tally::get(&a.other), 0, "{}", daemon.stderr());
+}
+
 #[test]
 fn a_configuration_that_crashes_twice_is_quarantined() {
     let scratch = Scratch::with_plugins(&["fault-probe", "rust-hello"]);

@@ -41,6 +41,32 @@ pub async fn serve<T: Transport>(stream: &mut T, cx: &Context<'_>, pending: Vec<
         handed_over: false,
     };
     loop {
+        // With process isolation: the slot says Reading before a call's first byte leaves
+        // the socket, so a worker dying in between makes the supervisor close the
+        // connection (Kong fails the request) instead of passing on a connection whose
+        // call is gone.
+        if cx.peek_requests
+            && conn.filled == conn.consumed
+            && let Some(slot) = cx.slot
+        {
+            match conn.stream.peek(&mut [0u8; 1]).await {
+                Read::Data(_) => slot.reading(),
+                Read::Eof => return Served::Closed,
+                Read::Stop(ReadStop::HandOver) => {
+                    return Served::HandOver {
+                        pending: Vec::new(),
+                    };
+                }
+                Read::Stop(stop) => {
+                    tracing::debug!("closing a ProtoBuf:1 connection: {stop:?}");
+                    return Served::Closed;
+                }
+                Read::Failed(err) => {
+                    tracing::debug!("closing a ProtoBuf:1 connection: read failed: {err}");
+                    return Served::Closed;
+                }
+            }
+        }
         let call = match conn.read_frame().await {
             Ok(Some(range)) => {
                 if daemon.is_handing_over() {

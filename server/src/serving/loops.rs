@@ -216,6 +216,7 @@ async fn serve(incoming: Incoming, shared: Arc<Shared>, registry: Rc<Registry>) 
         scope: &scope,
         budget: &shared.budget,
         slot: admission.tracked.as_ref().map(|t| t.slot()),
+        peek_requests: shared.supervised(),
     };
     let served = match shared.daemon.protocol() {
         Protocol::Msgpack => connection::serve(&mut transport, &cx, pending, false).await,
@@ -268,6 +269,56 @@ impl Transport for LoopStream {
             }
         })
         .await
+    }
+
+    async fn peek(&mut self, buf: &mut [u8]) -> Read {
+        std::future::poll_fn(|cx: &mut TaskContext<'_>| {
+            loop {
+                if let Some(stop) = self.registry.take_stop(self.slot) {
+                    return Poll::Ready(Read::Stop(stop));
+                }
+                match self.stream.poll_read_ready(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(err)) => return Poll::Ready(Read::Failed(err)),
+                    Poll::Pending => {
+                        self.registry.waiting(self.slot, cx.waker(), false);
+                        return Poll::Pending;
+                    }
+                }
+                let peeked = self.stream.try_io(tokio::io::Interest::READABLE, || {
+                    rustix::net::recv(
+                        &self.stream,
+                        &mut *buf,
+                        rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT,
+                    )
+                    .map(|(n, _)| n)
+                    .map_err(io::Error::from)
+                });
+                match peeked {
+                    Ok(0) => return Poll::Ready(Read::Eof),
+                    Ok(n) => {
+                        self.registry.active(self.slot);
+                        return Poll::Ready(Read::Data(n));
+                    }
+                    // Readiness was stale (now cleared): wait again.
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(err) => return Poll::Ready(Read::Failed(err)),
+                }
+            }
+        })
+        .await
+    }
+
+    async fn consume(&mut self, n: usize) -> io::Result<()> {
+        super::consume(n, |scratch| self.stream.try_read(scratch))
+    }
+
+    async fn write_some(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.stream.try_write(buf) {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            written => written,
+        }
     }
 
     async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {

@@ -141,7 +141,28 @@ impl Drop for Admission {
     }
 }
 
+/// Takes `n` bytes already in a socket (a peek saw them) with `read`, dropping them.
+fn consume(mut n: usize, mut read: impl FnMut(&mut [u8]) -> io::Result<usize>) -> io::Result<()> {
+    let mut scratch = [0u8; 4096];
+    while n > 0 {
+        let want = n.min(scratch.len());
+        match read(&mut scratch[..want]) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(got) => n -= got,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
 impl Shared {
+    /// Whether a supervisor reads this process's board (process isolation): then requests
+    /// are peeked at and recorded before they are taken from their sockets.
+    pub(crate) fn supervised(&self) -> bool {
+        self.options.board.is_some()
+    }
+
     /// A place for a new connection on `plugin`'s socket, if the limits allow it.
     fn admit(self: &Arc<Self>, plugin: &Arc<str>) -> Option<Admission> {
         let counter = self

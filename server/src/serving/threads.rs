@@ -128,6 +128,7 @@ fn serve(
         scope: &scope,
         budget: &shared.budget,
         slot: admission.tracked.as_ref().map(|t| t.slot()),
+        peek_requests: shared.supervised(),
     };
     let served = crate::wait::block_on(async {
         match shared.daemon.protocol() {
@@ -187,6 +188,42 @@ impl Transport for ThreadStream {
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => return Read::Failed(err),
+            }
+        }
+    }
+
+    async fn peek(&mut self, buf: &mut [u8]) -> Read {
+        loop {
+            // Blocking, woken by the read timeout like `read`.
+            match rustix::net::recv(&self.stream, &mut *buf, rustix::net::RecvFlags::PEEK) {
+                Ok((0, _)) => return Read::Eof,
+                Ok((n, _)) => {
+                    self.active = Instant::now();
+                    return Read::Data(n);
+                }
+                Err(rustix::io::Errno::AGAIN) => {
+                    if self.shared.handing_over_idle() {
+                        return Read::Stop(Stop::HandOver);
+                    }
+                    if self.active.elapsed() > self.idle {
+                        return Read::Stop(Stop::Idle);
+                    }
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                Err(err) => return Read::Failed(err.into()),
+            }
+        }
+    }
+
+    async fn consume(&mut self, n: usize) -> io::Result<()> {
+        super::consume(n, |scratch| io::Read::read(&mut self.stream, scratch))
+    }
+
+    async fn write_some(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            match Write::write(&mut self.stream, buf) {
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                written => return written,
             }
         }
     }

@@ -116,6 +116,18 @@ pub fn settle_connection(
         // one: a request waiting means the worker had written its response and died
         // before saying so. The next worker serves that request.
         ConnState::Writing if request_waiting(connection) => Outcome::Idle,
+        // A worker records a request as handled before it takes the request's bytes from
+        // the socket (it peeks first), and Kong sends nothing more until it has the
+        // answer: bytes waiting mean the worker died before taking them. The next worker
+        // reads and serves the request.
+        ConnState::Handling if request_waiting(connection) => Outcome::Idle,
+        // Otherwise the request was taken and no byte of its response is known to be out
+        // (a worker says Writing only after a first write left part of the response
+        // behind): answered. A worker that died after writing its whole response in one go
+        // and before saying Idle gets its request answered twice; Kong has already taken
+        // the first answer, and the second one, read on that connection, either makes
+        // nginx drop it from the pool or fails the next call on it (an unexpected msgid is
+        // an assert: 500), never a request let through.
         ConnState::Reading | ConnState::Writing => {
             let _ = rustix::net::shutdown(connection, rustix::net::Shutdown::Both);
             Outcome::Closed
@@ -303,5 +315,36 @@ mod tests {
             Outcome::Closed
         );
         assert_eq!(kong.read(&mut [0u8; 8]).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_request_recorded_but_still_in_the_socket_goes_to_the_next_worker() {
+        let ids = Ids::from_clock();
+        let handling = view(RequestKind::Step, Some(Phase::Access), 4242 << 3 | 2);
+        // The worker recorded the request, then died before taking it from the socket.
+        let (mut kong, ours) = UnixStream::pair().unwrap();
+        let ours = OwnedFd::from(ours);
+        let request = b"\x94\x00\x2a\xabplugin.Step\x91\x80";
+        std::io::Write::write_all(&mut kong, request).unwrap();
+        assert_eq!(
+            settle_connection(&ours, &handling, "a", OnFailure::FailClosed, "x", &ids),
+            Outcome::Idle
+        );
+        // Nothing was written, and the whole request is there for the next worker.
+        let mut waiting = [0u8; 64];
+        let (n, _) =
+            rustix::net::recv(&ours, &mut waiting, rustix::net::RecvFlags::DONTWAIT).unwrap();
+        assert_eq!(&waiting[..n], request);
+        kong.set_nonblocking(true).unwrap();
+        assert!(kong.read(&mut [0u8; 8]).is_err(), "something was answered");
+        // Taken from the socket before the death: answered in the worker's place.
+        let (mut kong, ours) = UnixStream::pair().unwrap();
+        let ours = OwnedFd::from(ours);
+        assert_eq!(
+            settle_connection(&ours, &handling, "a", OnFailure::FailClosed, "x", &ids),
+            Outcome::Answered("ended_request")
+        );
+        let answered = read_answer(&mut kong);
+        assert!(matches!(incoming(&answered, 42).unwrap(), Incoming::Ok(_)));
     }
 }
