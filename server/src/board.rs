@@ -36,7 +36,7 @@ const MAGIC: u64 = 0x6b72_705f_626f_6172; // "krp_boar"
 #[derive(Debug, Default)]
 pub struct Header {
     magic: AtomicU64,
-    /// The worker's coarse clock (see [`crate::heartbeat::tick`]), mirrored by its watchdog.
+    /// The worker's coarse clock (see [`crate::heartbeat::now`]), mirrored by its watchdog.
     pub tick: AtomicU64,
     /// The worker's events alive (running or waiting for Kong), mirrored by its watchdog.
     pub live_events: AtomicU64,

@@ -128,7 +128,7 @@ pub enum StartError {
 impl Daemon {
     /// `plugin.StartInstance`: an instance of plugin `name` for `config_json` (Kong's JSON
     /// text, bookkeeping keys included). A new configuration is constructed off this
-    /// thread (see [`PluginEntry::configured`]).
+    /// thread (see `PluginEntry::configured`).
     pub async fn start_instance(
         &self,
         scope: &Scope,

@@ -1,18 +1,18 @@
 //! The supervisor of `--isolation process`: the daemon process, which loads no plugin code.
 //!
 //! It takes the serve lock (the lifecycle does that for it, as for any daemon), checks and
-//! probes every library ([`images`]), binds every plugin socket, and runs one worker
-//! process per plugin library ([`pool`]; one more, started on first use, for the socket of
+//! probes every library (`images`), binds every plugin socket, and runs one worker
+//! process per plugin library (`pool`; one more, started on first use, for the socket of
 //! every plugin). It accepts Kong's connections and passes each to its plugin's worker
 //! over the worker's channel (`SCM_RIGHTS`), keeping its own copy of the descriptor: Kong's
 //! messages never pass through the supervisor, and while a worker restarts, connections
 //! wait in the socket's backlog or with the supervisor, never refused.
 //!
-//! When a worker dies, the supervisor answers the requests it was handling ([`answers`],
-//! failing closed), remembers which configuration was running ([`book`]: twice within
+//! When a worker dies, the supervisor answers the requests it was handling (`answers`,
+//! failing closed), remembers which configuration was running (`book`: twice within
 //! the window quarantines it), starts the next worker at once (with a back-off if it keeps
 //! dying) and passes it the connections. `plugin.GetStatus` and the metrics gather every
-//! worker's figures ([`gather`]). A worker whose requests stay stuck past the stuck timeout
+//! worker's figures (`gather`). A worker whose requests stay stuck past the stuck timeout
 //! is replaced; so is one whose library is replaced on SIGHUP.
 
 mod answers;
