@@ -273,15 +273,9 @@ fn in_process(settings: &Settings, options: &LoadOptions) -> Result<Arc<dyn Node
         ));
     }
     for plugin in scan.plugins.values() {
-        let manifest = &plugin.manifest;
-        tracing::info!(
-            plugin = %manifest.name,
-            version = %manifest.version,
-            priority = manifest.priority,
-            phases = ?manifest.phases.iter().map(|p| p.name()).collect::<Vec<_>>(),
-            on_failure = manifest.on_failure.label(),
-            "loaded {}",
-            plugin.path.display()
+        loader::log_served(
+            &plugin.manifest,
+            format_args!("loaded {}", plugin.path.display()),
         );
     }
     let daemon = Daemon::new(scan.plugins.into_values(), settings.limits);

@@ -87,16 +87,23 @@ pub fn map(
     Ok(header)
 }
 
-/// A memory file holding the bytes of `file`, sealed against any change.
-fn sealed_copy(file: &File, name: &str, expected_len: u64) -> io::Result<File> {
+/// A memory file holding the bytes of `file` (`expected_len`, as checked; `name` labels it),
+/// sealed against any change.
+pub fn sealed_copy(file: &File, name: &str, expected_len: u64) -> io::Result<File> {
     let label: String = format!("kong-rust-plugin:{name}")
         .chars()
         .take(200)
         .collect();
     let label = CString::new(label.replace('\0', "_")).expect("no NUL left");
+    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    // Ask for an executable memory file where the kernel knows the flag (it may default
+    // them to no-exec, vm.memfd_noexec); older kernels refuse the flag.
     // SAFETY: memfd_create(2) with a valid C string; the descriptor is owned below.
-    let fd =
-        unsafe { libc::memfd_create(label.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    let mut fd = unsafe { libc::memfd_create(label.as_ptr(), flags | libc::MFD_EXEC) };
+    if fd < 0 {
+        // SAFETY: as above.
+        fd = unsafe { libc::memfd_create(label.as_ptr(), flags) };
+    }
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -16,6 +16,7 @@
 mod elf;
 pub use elf::{Truncated, check_whole as check_whole_elf};
 mod library;
+pub use library::sealed_copy;
 pub mod probe;
 pub mod secure_path;
 
@@ -267,21 +268,40 @@ enum Mapped {
 /// Every file mapped so far, by identity.
 static MAPPED: Mutex<Option<HashMap<FileIdentity, Mapped>>> = Mutex::new(None);
 
-/// Loads one plugin library (or finds it among those already mapped).
-pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedPlugin, LoadError> {
-    // Development setups link builds in; only there is a link followed.
-    let (file, meta) =
-        library::open_once(path, options.allow_insecure).map_err(|source| LoadError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
+/// Opens the library at `path` once (a link is followed only with `allow_insecure`, for
+/// development setups that link builds in) and checks its owner and mode through that
+/// descriptor: every later read goes through it, never through the path again.
+pub fn open_checked(
+    path: &Path,
+    options: &LoadOptions,
+) -> Result<(std::fs::File, std::fs::Metadata, FileIdentity), LoadError> {
+    let open_error = |source| LoadError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let (file, meta) = library::open_once(path, options.allow_insecure).map_err(open_error)?;
     if !options.allow_insecure {
         secure_path::check_owner_and_mode(path, &meta)?;
     }
-    let identity = FileIdentity::from_metadata(&meta).map_err(|source| LoadError::Open {
-        path: path.to_owned(),
-        source,
-    })?;
+    let identity = FileIdentity::from_metadata(&meta).map_err(open_error)?;
+    Ok((file, meta, identity))
+}
+
+/// The line that says a plugin is served, with what Kong will be told about it.
+pub fn log_served(manifest: &Manifest, what: std::fmt::Arguments<'_>) {
+    tracing::info!(
+        plugin = %manifest.name,
+        version = %manifest.version,
+        priority = manifest.priority,
+        phases = ?manifest.phases.iter().map(|p| p.name()).collect::<Vec<_>>(),
+        on_failure = manifest.on_failure.label(),
+        "{what}"
+    );
+}
+
+/// Loads one plugin library (or finds it among those already mapped).
+pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedPlugin, LoadError> {
+    let (file, meta, identity) = open_checked(path, options)?;
     let mut mapped = MAPPED.lock().unwrap_or_else(|e| e.into_inner());
     let mapped = mapped.get_or_insert_with(HashMap::new);
     let outcome = match mapped.get(&identity) {
@@ -422,20 +442,6 @@ impl LoadedPlugin {
             module,
         })
     }
-}
-
-/// The ownership and permission checks [`load`] applies to `path`, without loading it (the
-/// supervisor of process isolation loads nothing itself).
-pub fn check_file(path: &Path, options: &LoadOptions) -> Result<(), LoadError> {
-    if options.allow_insecure {
-        return Ok(());
-    }
-    let meta = std::fs::symlink_metadata(path).map_err(|source| LoadError::Open {
-        path: path.to_owned(),
-        source,
-    })?;
-    secure_path::check_owner_and_mode(path, &meta)?;
-    Ok(())
 }
 
 /// Says in one line why abi_stable refused a library. Its own messages span many lines

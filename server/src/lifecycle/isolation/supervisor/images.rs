@@ -1,11 +1,10 @@
-//! The plugin libraries the supervisor serves: each file checked like the loader checks it,
-//! copied into a sealed in-memory file, and probed there (see [`crate::loader::probe`]), without
+//! The plugin libraries the supervisor serves: each file opened once and checked, and copied
+//! into a sealed in-memory file, by the loader's own functions, and probed there (see [`crate::loader::probe`]), without
 //! ever being mapped into the supervisor. Workers load that very copy, so every restart of
 //! a worker loads the bytes that were probed, whatever happens to the file since.
 
 use std::{
     collections::BTreeMap,
-    fs::File,
     os::fd::OwnedFd,
     path::{Path, PathBuf},
     sync::Arc,
@@ -13,7 +12,6 @@ use std::{
 };
 
 use kong_rust_plugin_abi::Manifest;
-use rustix::fs::{MemfdFlags, SealFlags};
 
 use crate::{
     loader::probe::{Probe, Report},
@@ -47,20 +45,20 @@ impl Image {
             path: path.to_owned(),
             reason,
         };
-        loader::check_file(path, options)?;
-        let identity = FileIdentity::of(path).ok();
-        let modified = std::fs::metadata(path)
-            .and_then(|m| m.modified())
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        let fd = sealed_copy(path).map_err(|source| LoadError::Copy {
-            path: path.to_owned(),
-            source,
-        })?;
+        let (file, meta, identity) = loader::open_checked(path, options)?;
+        let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let fd: OwnedFd = loader::sealed_copy(&file, &name, meta.len())
+            .map_err(|source| LoadError::Copy {
+                path: path.to_owned(),
+                source,
+            })?
+            .into();
         match probe.fd(&fd).map_err(|e| refused(e.to_string()))? {
             Report::Plugin(manifest) => Ok(Image {
                 manifest: *manifest,
                 path: path.to_owned(),
-                identity,
+                identity: Some(identity),
                 modified,
                 fd,
             }),
@@ -74,26 +72,6 @@ impl Image {
             }
         }
     }
-}
-
-/// A sealed in-memory copy of `path`: nothing can change it once made.
-fn sealed_copy(path: &Path) -> std::io::Result<OwnedFd> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "plugin.so".into());
-    let flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
-    // Ask for an executable memfd where the kernel knows the flag (vm.memfd_noexec).
-    let fd = rustix::fs::memfd_create(&name, flags | MemfdFlags::EXEC)
-        .or_else(|_| rustix::fs::memfd_create(&name, flags))?;
-    let mut copy = File::from(fd.try_clone()?);
-    std::io::copy(&mut File::open(path)?, &mut copy)?;
-    drop(copy);
-    rustix::fs::fcntl_add_seals(
-        &fd,
-        SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL,
-    )?;
-    Ok(fd)
 }
 
 /// What scanning the plugins directory found.

@@ -50,7 +50,7 @@ use crate::{
     daemon::Scope,
     lifecycle::{LifecycleError, node::Node, reload::Reloaded},
     loader::probe::Probe,
-    loader::{FileIdentity, LoadOptions},
+    loader::{self, FileIdentity, LoadOptions},
     serving::Handed,
     settings::Settings,
     sockets::{self, PluginSocket, Replace, SocketAccess},
@@ -115,15 +115,12 @@ impl Supervisor {
             events: (Mutex::new(()), Condvar::new()),
         });
         for image in scan.plugins.values() {
-            let manifest = &image.manifest;
-            tracing::info!(
-                plugin = %manifest.name,
-                version = %manifest.version,
-                priority = manifest.priority,
-                phases = ?manifest.phases.iter().map(|p| p.name()).collect::<Vec<_>>(),
-                on_failure = manifest.on_failure.label(),
-                "serving {} in a worker process of its own",
-                image.path.display()
+            loader::log_served(
+                &image.manifest,
+                format_args!(
+                    "serving {} in a worker process of its own",
+                    image.path.display()
+                ),
             );
             let pool = Pool::new(image.name(), vec![image.clone()], &ctx);
             pool.spawn(&ctx);
